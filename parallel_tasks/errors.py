@@ -1,0 +1,230 @@
+"""One exception hierarchy for everything the package raises.
+
+Messages name what failed and for which run; they never hold an API key or a request header.
+Every exception pickles (Prefect stores failed task states), and every one is a ``ParallelError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "InvalidRunIdError",
+    "MissingCredentialsError",
+    "NotFoundError",
+    "ParallelError",
+    "PaymentRequiredError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestTimeoutError",
+    "ResponseTooLargeError",
+    "ResponseValidationError",
+    "UnprocessableEntityError",
+    "error_class_for_status",
+]
+
+
+class ParallelError(Exception):
+    """Base of every error this package raises."""
+
+
+class InvalidRunIdError(ParallelError, ValueError):
+    """A run id was refused before any request was made."""
+
+
+class MissingCredentialsError(ParallelError):
+    """No API key could be found."""
+
+
+class APIError(ParallelError):
+    """A request to the Parallel API failed. ``run_id`` names the run it was for."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.run_id = run_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
+    """Unpickle without calling ``__init__`` (subclasses take different arguments)."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
+
+class APIConnectionError(APIError):
+    """The request did not get a response: connection refused, reset, or broken mid-body."""
+
+    retryable = True
+
+
+class APITimeoutError(APIConnectionError):
+    """The request timed out (connect, read, or the overall deadline)."""
+
+
+class ResponseValidationError(APIError):
+    """A 2xx response whose body is not JSON or does not match the TaskRunInput schema."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, status_code: int | None = None) -> None:
+        super().__init__(message, run_id=run_id)
+        self.status_code = status_code
+
+
+class ResponseTooLargeError(ResponseValidationError):
+    """The response body was larger than the configured cap; it was not read in full."""
+
+
+class APIStatusError(APIError):
+    """The API answered with an error status.
+
+    Attributes:
+        status_code: The HTTP status.
+        ref_id: The API's reference id for the error, when it sent one.
+        message: The API's human-readable message (or a description of a non-JSON body).
+        detail: The API's optional detail object.
+        run_id: The run the request was for.
+        retryable: Whether the retry policy treats this status as worth retrying.
+    """
+
+    reason = "Error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        run_id: str | None = None,
+        ref_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self.ref_id = ref_id
+        self.detail = detail
+        if reason:
+            self.reason = reason
+        super().__init__(message, run_id=run_id)
+        self.message = message
+
+    def __str__(self) -> str:
+        target = f" for run {self.run_id!r}" if self.run_id is not None else ""
+        ref = f" (ref_id {self.ref_id})" if self.ref_id else ""
+        return f"{self.status_code} {self.reason}{target}: {self.message}{ref}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was malformed."""
+
+    reason = "Bad Request"
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or not valid."""
+
+    reason = "Unauthorized"
+
+
+class PaymentRequiredError(APIStatusError):
+    """402: the account has no credit left."""
+
+    reason = "Payment Required"
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not read this run."""
+
+    reason = "Forbidden"
+
+
+class NotFoundError(APIStatusError):
+    """404: no run has this id."""
+
+    reason = "Not Found"
+
+
+class RequestTimeoutError(APIStatusError):
+    """408: the server timed out waiting for the request."""
+
+    reason = "Request Timeout"
+    retryable = True
+
+
+class ConflictError(APIStatusError):
+    """409: the resource is busy; worth retrying."""
+
+    reason = "Conflict"
+    retryable = True
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request failed validation (for example a malformed run id)."""
+
+    reason = "Unprocessable Entity"
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. ``retry_after`` is the wait in seconds the server asked for, if any."""
+
+    reason = "Too Many Requests"
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class InternalServerError(APIStatusError):
+    """5xx: the server failed; worth retrying."""
+
+    reason = "Server Error"
+    retryable = True
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: PaymentRequiredError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    408: RequestTimeoutError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+_REASONS = {
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
+
+
+def error_class_for_status(status_code: int) -> type[APIStatusError]:
+    """The exception class for an HTTP status (5xx share one class)."""
+    if status_code >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status_code, APIStatusError)
+
+
+def reason_for_status(status_code: int) -> str | None:
+    """A reason phrase for statuses whose class covers several codes."""
+    return _REASONS.get(status_code)

@@ -1,0 +1,205 @@
+"""Typed models of the Retrieve Task Run Input contract and of this package's own results.
+
+The API models mirror ``openapi.json`` field for field and keep every field they do not know
+(``extra="allow"``), so ``model_dump(mode="json", exclude_unset=True)`` gives back the body the API
+sent. The live API's newer fields (``openapi-current.json``) are modelled too; values that are
+secrets by nature (MCP server headers) are ``SecretStr`` so they never show in a repr or a dump.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
+
+__all__ = [
+    "AutoSchema",
+    "Error",
+    "ErrorResponse",
+    "InputSchema",
+    "JsonSchema",
+    "McpServer",
+    "MetadataValue",
+    "OutputSchema",
+    "SourcePolicy",
+    "TaskAdvancedSettings",
+    "TaskDataSources",
+    "TaskRunInput",
+    "TaskSpec",
+    "TextSchema",
+    "Webhook",
+    "normalize_schema",
+]
+
+
+class _ApiModel(BaseModel):
+    """Base of the API models: unknown fields are kept, never dropped."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class JsonSchema(_ApiModel):
+    """JSON schema for a task input or output."""
+
+    json_schema: dict[str, Any] = Field(description="A JSON Schema object.")
+    type: Literal["json"] = "json"
+
+
+class TextSchema(_ApiModel):
+    """Text description for a task input or output."""
+
+    description: str | None = None
+    type: Literal["text"] = "text"
+
+
+class AutoSchema(_ApiModel):
+    """Auto schema for a task input or output."""
+
+    type: Literal["auto"] = "auto"
+
+
+def _schema_tag(value: Any) -> str | None:
+    """Pick the union member the way the spec's anyOf does: by ``type``, else by shape."""
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, BaseModel):
+        return str(getattr(value, "type", None))
+    if isinstance(value, dict):
+        declared = value.get("type")
+        if declared is not None:
+            return declared if isinstance(declared, str) else None
+        return "json" if "json_schema" in value else "text"
+    return None
+
+
+OutputSchema = Annotated[
+    Union[
+        Annotated[JsonSchema, Tag("json")],
+        Annotated[TextSchema, Tag("text")],
+        Annotated[AutoSchema, Tag("auto")],
+        Annotated[str, Tag("str")],
+    ],
+    Discriminator(_schema_tag),
+]
+"""An output schema: JSON, text, auto, or a bare string (a text description)."""
+
+InputSchema = Annotated[
+    Union[
+        Annotated[JsonSchema, Tag("json")],
+        Annotated[TextSchema, Tag("text")],
+        Annotated[str, Tag("str")],
+    ],
+    Discriminator(_schema_tag),
+]
+"""An input schema: JSON, text, or a bare string (a text description)."""
+
+
+def normalize_schema(
+    schema: JsonSchema | TextSchema | AutoSchema | str | None,
+) -> JsonSchema | TextSchema | AutoSchema | None:
+    """Return the schema as a model: a bare string becomes the text schema it stands for.
+
+    Example:
+        >>> normalize_schema("GDP in USD")
+        TextSchema(description='GDP in USD', type='text')
+    """
+    if isinstance(schema, str):
+        return TextSchema(description=schema)
+    return schema
+
+
+class TaskSpec(_ApiModel):
+    """Specification for a task: its output schema and optional input schema."""
+
+    output_schema: OutputSchema
+    input_schema: InputSchema | None = None
+
+    def normalized_input_schema(self) -> JsonSchema | TextSchema | AutoSchema | None:
+        """The input schema with a bare string turned into a TextSchema."""
+        return normalize_schema(self.input_schema)
+
+    def normalized_output_schema(self) -> JsonSchema | TextSchema | AutoSchema | None:
+        """The output schema with a bare string turned into a TextSchema."""
+        return normalize_schema(self.output_schema)
+
+
+class SourcePolicy(_ApiModel):
+    """Source policy for web search results."""
+
+    include_domains: list[str] | None = None
+    exclude_domains: list[str] | None = None
+    # Kept as the string the API sent (format "date"); validation checks it, parsing must not reject it.
+    after_date: str | None = None
+
+
+class TaskDataSources(_ApiModel):
+    """Partner data sources enabled for a run."""
+
+    pay_per_use: list[str] | None = None
+    free: list[str] | None = None
+
+
+class TaskAdvancedSettings(_ApiModel):
+    """Advanced search configuration for a task run."""
+
+    location: str | None = None
+    data_sources: TaskDataSources | None = None
+
+
+class McpServer(_ApiModel):
+    """MCP server configuration. Header values are credentials: kept as secrets."""
+
+    type: str = "url"
+    url: str
+    name: str
+    headers: dict[str, SecretStr] | None = Field(default=None, repr=False)
+    allowed_tools: list[str] | None = None
+
+
+class Webhook(_ApiModel):
+    """Callback URL that receives an HTTP POST when the run completes."""
+
+    url: str
+    event_types: list[str] = Field(default_factory=list)
+
+
+MetadataValue = Union[str, int, float, bool]
+"""A metadata value as the spec allows it."""
+
+
+class TaskRunInput(_ApiModel):
+    """What a task run was started with: the body of ``GET /v1/tasks/runs/{run_id}/input``.
+
+    Example:
+        >>> run_input = TaskRunInput.model_validate({"processor": "base", "input": "What is 2+2?"})
+        >>> run_input.processor, run_input.input
+        ('base', 'What is 2+2?')
+    """
+
+    processor: str
+    input: str | dict[str, Any]
+    metadata: dict[str, MetadataValue] | None = None
+    source_policy: SourcePolicy | None = None
+    task_spec: TaskSpec | None = None
+    # Newer fields of the live API (openapi-current.json).
+    memory_scope_key: str | None = None
+    advanced_settings: TaskAdvancedSettings | None = None
+    previous_interaction_id: str | None = None
+    mcp_servers: list[McpServer] | None = None
+    enable_events: bool | None = None
+    webhook: Webhook | None = None
+
+
+class Error(_ApiModel):
+    """An error message from the API."""
+
+    ref_id: str
+    message: str
+    detail: dict[str, Any] | None = None
+
+
+class ErrorResponse(_ApiModel):
+    """Response object used for non-200 status codes."""
+
+    type: Literal["error"] = "error"
+    error: Error
