@@ -98,6 +98,7 @@ class APIStatusError(APIError):
         detail: The API's optional detail object.
         run_id: The run the request was for.
         retryable: Whether the retry policy treats this status as worth retrying.
+        response_headers: The response's headers, lower-cased (Retry-After, x-should-retry).
     """
 
     reason = "Error"
@@ -111,10 +112,12 @@ class APIStatusError(APIError):
         ref_id: str | None = None,
         detail: dict[str, Any] | None = None,
         reason: str | None = None,
+        response_headers: dict[str, str] | None = None,
     ) -> None:
         self.status_code = status_code
         self.ref_id = ref_id
         self.detail = detail
+        self.response_headers = response_headers or {}
         if reason:
             self.reason = reason
         super().__init__(message, run_id=run_id)
@@ -209,22 +212,9 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
     429: RateLimitError,
 }
 
-_REASONS = {
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
-
 
 def error_class_for_status(status_code: int) -> type[APIStatusError]:
     """The exception class for an HTTP status (5xx share one class)."""
     if status_code >= 500:
         return InternalServerError
     return _BY_STATUS.get(status_code, APIStatusError)
-
-
-def reason_for_status(status_code: int) -> str | None:
-    """A reason phrase for statuses whose class covers several codes."""
-    return _REASONS.get(status_code)

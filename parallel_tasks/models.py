@@ -8,7 +8,7 @@ secrets by nature (MCP server headers) are ``SecretStr`` so they never show in a
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
 
@@ -73,22 +73,16 @@ def _schema_tag(value: Any) -> str | None:
 
 
 OutputSchema = Annotated[
-    Union[
-        Annotated[JsonSchema, Tag("json")],
-        Annotated[TextSchema, Tag("text")],
-        Annotated[AutoSchema, Tag("auto")],
-        Annotated[str, Tag("str")],
-    ],
+    Annotated[JsonSchema, Tag("json")]
+    | Annotated[TextSchema, Tag("text")]
+    | Annotated[AutoSchema, Tag("auto")]
+    | Annotated[str, Tag("str")],
     Discriminator(_schema_tag),
 ]
 """An output schema: JSON, text, auto, or a bare string (a text description)."""
 
 InputSchema = Annotated[
-    Union[
-        Annotated[JsonSchema, Tag("json")],
-        Annotated[TextSchema, Tag("text")],
-        Annotated[str, Tag("str")],
-    ],
+    Annotated[JsonSchema, Tag("json")] | Annotated[TextSchema, Tag("text")] | Annotated[str, Tag("str")],
     Discriminator(_schema_tag),
 ]
 """An input schema: JSON, text, or a bare string (a text description)."""
@@ -163,7 +157,7 @@ class Webhook(_ApiModel):
     event_types: list[str] = Field(default_factory=list)
 
 
-MetadataValue = Union[str, int, float, bool]
+MetadataValue = str | int | float | bool
 """A metadata value as the spec allows it."""
 
 

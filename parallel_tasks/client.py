@@ -1,0 +1,604 @@
+"""HTTP clients for ``GET /v1/tasks/runs/{run_id}/input``, sync and async, over httpx.
+
+Both clients share one core (:class:`_ClientCore`) that builds requests, reads capped bodies, turns
+responses into models or errors, and plans retries with :mod:`parallel_tasks.retry`; only sending
+and sleeping differ between them. The clients know nothing of Prefect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+import unicodedata
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from itertools import islice
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pydantic
+
+from parallel_tasks._logging import get_logger
+from parallel_tasks._version import __version__
+from parallel_tasks.errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    InvalidRunIdError,
+    ParallelError,
+    RateLimitError,
+    ResponseTooLargeError,
+    ResponseValidationError,
+    error_class_for_status,
+)
+from parallel_tasks.models import ErrorResponse, TaskRunInput
+from parallel_tasks.redaction import redact_text
+from parallel_tasks.retry import RetryPolicy, parse_retry_after, plan_retry
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_READ_TIMEOUT",
+    "AsyncParallelClient",
+    "FetchResult",
+    "ParallelClient",
+    "run_input_path",
+    "validate_base_url",
+    "validate_run_id",
+]
+
+DEFAULT_BASE_URL = "https://api.parallel.ai"
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+MAX_RUN_ID_LENGTH = 256
+USER_AGENT = f"prefect-parallel-tasks/{__version__}"
+
+_FORBIDDEN_RUN_ID_CHARS = frozenset("/?#%")
+# Control, format, surrogate, private-use and unassigned code points, and every kind of space.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+def validate_run_id(run_id: object) -> str:
+    """Return ``run_id`` if it is safe to put in a URL path, else raise :class:`InvalidRunIdError`.
+
+    Refused: non-strings, the empty string, more than 256 characters, whitespace and control
+    characters, ``/ ? # %``, and the dot segments ``.`` and ``..``.
+    """
+    if not isinstance(run_id, str):
+        raise InvalidRunIdError(f"run_id must be a string, got {type(run_id).__name__}")
+    shown = repr(run_id[:80]) + ("..." if len(run_id) > 80 else "")
+    if not run_id:
+        raise InvalidRunIdError("run_id must not be empty")
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        raise InvalidRunIdError(f"run_id {shown} is {len(run_id)} characters long; the limit is 256")
+    if run_id in (".", ".."):
+        raise InvalidRunIdError(f"run_id {shown} is a path dot segment")
+    for char in run_id:
+        if char in _FORBIDDEN_RUN_ID_CHARS:
+            raise InvalidRunIdError(f"run_id {shown} contains {char!r}, which is not allowed in a run id")
+        if char.isspace() or unicodedata.category(char) in _FORBIDDEN_CATEGORIES:
+            raise InvalidRunIdError(f"run_id {shown} contains a whitespace or control character {char!r}")
+    return run_id
+
+
+def run_input_path(run_id: str) -> str:
+    """The request path for a run id, every byte outside the unreserved set percent-encoded."""
+    return f"/v1/tasks/runs/{quote(validate_run_id(run_id), safe='')}/input"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def validate_base_url(base_url: str | httpx.URL) -> httpx.URL:
+    """Return the base URL without a trailing slash; https is required except for loopback hosts."""
+    try:
+        url = httpx.URL(str(base_url).rstrip("/"))
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"base_url {str(base_url)!r} is not a valid URL: {exc}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"base_url {str(base_url)!r} must be an absolute http(s) URL")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise ValueError(f"base_url {str(base_url)!r} must use https: plain http is allowed only for loopback hosts")
+    if url.query or url.fragment or url.userinfo:
+        raise ValueError(f"base_url {str(base_url)!r} must not carry credentials, a query or a fragment")
+    return url
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of fetching one run's input: either ``run_input`` or ``error`` is set.
+
+    Attributes:
+        run_id: The run id as given.
+        run_input: The parsed input on success.
+        error: The final error (after retries) on failure.
+        attempts: Requests made, retries included.
+        elapsed_ms: Wall time of the whole fetch, waits included.
+    """
+
+    run_id: str
+    run_input: TaskRunInput | None = None
+    error: ParallelError | None = None
+    attempts: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was fetched."""
+        return self.run_input is not None
+
+    def unwrap(self) -> TaskRunInput:
+        """The input, or the error raised."""
+        if self.run_input is None:
+            raise self.error or ParallelError(f"no input fetched for run {self.run_id!r}")
+        return self.run_input
+
+
+class _ClientCore:
+    """Configuration, request building and response interpretation shared by both clients."""
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        base_url: str | httpx.URL = DEFAULT_BASE_URL,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        read_timeout: float = DEFAULT_READ_TIMEOUT,
+        max_retries: int = 3,
+        retry_policy: RetryPolicy | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_response_bytes <= 0:
+            raise ValueError(f"max_response_bytes must be > 0, got {max_response_bytes}")
+        self._base_url = validate_base_url(base_url)
+        self._api_key = api_key or None
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
+        self.max_response_bytes = max_response_bytes
+        self._headers = {"user-agent": USER_AGENT, "accept": "application/json", **(default_headers or {})}
+        if self._api_key:
+            self._headers["x-api-key"] = self._api_key
+        self._log = get_logger(secrets=(self._api_key,))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The API's base URL (no trailing slash)."""
+        return str(self._base_url)
+
+    def _url(self, run_id: str) -> str:
+        return f"{self.base_url}{run_input_path(run_id)}"
+
+    def _limits(self) -> httpx.Limits:
+        return httpx.Limits(max_connections=100, max_keepalive_connections=100)
+
+    def _redact(self, text: str) -> str:
+        return redact_text(text, (self._api_key,) if self._api_key else ())
+
+    def _transport_error(self, run_id: str, exc: Exception) -> APIConnectionError:
+        """An error for a failed exchange, built from the exception's type and text only:
+        httpx exceptions hold the request, whose headers carry the key, so they are not chained."""
+        timed_out = isinstance(exc, (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError))
+        cls = APITimeoutError if timed_out else APIConnectionError
+        what = "timed out" if cls is APITimeoutError else "connection failed"
+        detail = self._redact(str(exc)) or "no detail"
+        return cls(f"Request {what} for run {run_id!r}: {type(exc).__name__}: {detail}", run_id=run_id)
+
+    def _check_declared_size(self, run_id: str, response: httpx.Response) -> None:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_response_bytes:
+            raise self._too_large(run_id, response.status_code, f"declares {declared} bytes")
+
+    def _too_large(self, run_id: str, status_code: int, what: str) -> ResponseTooLargeError:
+        return ResponseTooLargeError(
+            f"Response for run {run_id!r} {what}, more than the {self.max_response_bytes}-byte cap"
+            " (max_response_bytes); it was not read",
+            run_id=run_id,
+            status_code=status_code,
+        )
+
+    def _check_deadline(self, run_id: str, started: float) -> None:
+        deadline = self.retry_policy.deadline
+        if deadline is not None and time.monotonic() - started > deadline:
+            raise APITimeoutError(
+                f"Request timed out for run {run_id!r}: the overall {deadline:g}s deadline passed",
+                run_id=run_id,
+            )
+
+    def _interpret(self, run_id: str, response: httpx.Response, body: bytes) -> TaskRunInput:
+        """The parsed input for a 2xx, else the matching error (raised)."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return self._parse_run_input(run_id, status, response.headers, body)
+        raise self._status_error(run_id, response, body)
+
+    def _parse_run_input(self, run_id: str, status: int, headers: httpx.Headers, body: bytes) -> TaskRunInput:
+        try:
+            return TaskRunInput.model_validate_json(body)
+        except pydantic.ValidationError as exc:
+            not_json = any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
+            if not_json:
+                kind = headers.get("content-type", "no content type")
+                message = f"{status} response for run {run_id!r} is not valid JSON ({kind}, {len(body)} bytes)"
+            else:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in e['loc']) or '<body>'}: {e['msg']}"
+                    for e in exc.errors(include_url=False, include_input=False)[:5]
+                )
+                message = f"{status} response for run {run_id!r} does not match TaskRunInput: {problems}"
+            error = ResponseValidationError(self._redact(message), run_id=run_id, status_code=status)
+            # A body that is not JSON at all is most often a broken transfer or a proxy page: retry it.
+            error.retryable = not_json
+        raise error
+
+    def _status_error(self, run_id: str, response: httpx.Response, body: bytes) -> APIStatusError:
+        status = response.status_code
+        ref_id, message, detail = _parse_error_body(body, response.headers)
+        if 300 <= status < 400:
+            target = httpx.URL(response.headers.get("location", ""))
+            origin = f"{target.scheme}://{target.host}" if target.host else "the same origin"
+            message = f"redirect to {origin} not followed (the API key is sent to {self.base_url} only)"
+        cls = error_class_for_status(status)
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = None
+        kwargs: dict[str, Any] = {}
+        if cls is RateLimitError:
+            kwargs["retry_after"] = parse_retry_after(response.headers)
+        return cls(
+            self._redact(message),
+            status_code=status,
+            run_id=run_id,
+            ref_id=ref_id,
+            detail=detail,
+            reason=reason,
+            response_headers={k.lower(): v for k, v in response.headers.items()},
+            **kwargs,
+        )
+
+    def _retry_delay(self, error: APIError, attempts: int, started: float) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to give up (both logged)."""
+        status = error.status_code if isinstance(error, APIStatusError) else None
+        decision = plan_retry(
+            self.retry_policy,
+            retries_done=attempts - 1,
+            elapsed=time.monotonic() - started,
+            status_code=status,
+            headers=error.response_headers if isinstance(error, APIStatusError) else None,
+            retryable_failure=error.retryable and status is None,
+        )
+        if not decision.retry:
+            self._log_failure(error, attempts, started, decision.reason)
+            return None
+        self._log.warning(
+            "parallel.task_run_input.retry",
+            run_id=error.run_id,
+            attempt=attempts,
+            status=status,
+            error=type(error).__name__,
+            delay_s=round(decision.delay, 3),
+            reason=decision.reason,
+        )
+        return decision.delay
+
+    def _checked(self, run_id: str) -> FetchResult | None:
+        """A failed result for a run id refused before any request, else ``None``."""
+        try:
+            validate_run_id(run_id)
+        except InvalidRunIdError as error:
+            self._log_failure(error, 0, time.monotonic(), "invalid run id")
+            return FetchResult(str(run_id), error=error)
+        return None
+
+    def _failed(self, run_id: str, error: APIError, attempts: int, started: float) -> FetchResult:
+        return FetchResult(run_id, error=error, attempts=attempts, elapsed_ms=_ms(started))
+
+    def _fetched(self, run_id: str, run_input: TaskRunInput, attempts: int, started: float, quiet: bool) -> FetchResult:
+        elapsed_ms = _ms(started)
+        log = self._log.debug if quiet else self._log.info
+        log(
+            "parallel.task_run_input.fetched",
+            run_id=run_id,
+            status=200,
+            attempt=attempts,
+            elapsed_ms=elapsed_ms,
+        )
+        return FetchResult(run_id, run_input=run_input, attempts=attempts, elapsed_ms=elapsed_ms)
+
+    def _log_failure(self, error: ParallelError, attempts: int, started: float, reason: str) -> None:
+        self._log.warning(
+            "parallel.task_run_input.failed",
+            run_id=getattr(error, "run_id", None),
+            status=getattr(error, "status_code", None),
+            attempt=attempts,
+            elapsed_ms=_ms(started),
+            error=str(error),
+            reason=reason,
+        )
+
+
+def _parse_error_body(body: bytes, headers: httpx.Headers) -> tuple[str | None, str, dict[str, Any] | None]:
+    """(ref_id, message, detail) from the spec's envelope, the envelope without ``type``, or any other body."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        try:
+            parsed = ErrorResponse.model_validate(data).error
+            return parsed.ref_id, parsed.message, parsed.detail
+        except pydantic.ValidationError:
+            inner = data["error"]
+            message = inner.get("message")
+            return (
+                inner.get("ref_id") if isinstance(inner.get("ref_id"), str) else None,
+                message if isinstance(message, str) else json.dumps(inner)[:200],
+                None,
+            )
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return None, data["message"], None
+    return None, _describe_body(body, headers), None
+
+
+def _describe_body(body: bytes, headers: httpx.Headers) -> str:
+    """A short description of a body that is not the API's error envelope (an HTML proxy page)."""
+    kind = headers.get("content-type", "no content type").split(";")[0]
+    text = body[:4096].decode("utf-8", "replace")
+    lowered = text.lower()
+    start, end = lowered.find("<title>"), lowered.find("</title>")
+    snippet = text[start + 7 : end] if 0 <= start < end else text
+    snippet = " ".join(snippet.split())[:120]
+    return f"non-JSON error body ({kind}, {len(body)} bytes)" + (f": {snippet}" if snippet else "")
+
+
+class ParallelClient(_ClientCore):
+    """Synchronous client for the Parallel Task API's run inputs.
+
+    Args:
+        api_key: The Parallel API key (sent as ``x-api-key``). ``None`` sends no key.
+        base_url: The API's base URL; https unless the host is loopback.
+        connect_timeout: Seconds to wait for a connection.
+        read_timeout: Seconds to wait for each read (also used for writes and the pool).
+        max_retries: Extra attempts for retryable failures (ignored when ``retry_policy`` is given).
+        retry_policy: Full retry bounds.
+        max_response_bytes: Bodies larger than this are refused without being read in full.
+        default_headers: Extra headers for every request.
+        http_client: An httpx client to use (not closed by this client).
+        transport: An httpx transport for a client this one creates (tests, emulator).
+
+    Example:
+        >>> from parallel_tasks import ParallelClient
+        >>> from parallel_tasks.emulator import Emulator
+        >>> emulator = Emulator.demo(api_keys=["demo-key"])
+        >>> with ParallelClient("demo-key", base_url="http://127.0.0.1",
+        ...                     transport=emulator.transport()) as client:
+        ...     run_input = client.get_task_run_input(emulator.run_ids()[0])
+        >>> run_input.processor in {"lite", "base", "core", "pro", "ultra"} or bool(run_input.processor)
+        True
+    """
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(api_key, **options)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(
+            transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
+        )
+        self._sleep = time.sleep
+
+    def get_task_run_input(self, run_id: str) -> TaskRunInput:
+        """Fetch what a run was started with.
+
+        Raises:
+            InvalidRunIdError: The run id was refused before any request.
+            APIStatusError: The API answered with an error status (a subclass per status).
+            APIConnectionError: No response (``APITimeoutError`` for timeouts), after retries.
+            ResponseValidationError: A 2xx body that is not a TaskRunInput.
+        """
+        return self.fetch(run_id).unwrap()
+
+    def fetch(self, run_id: str, *, quiet: bool = False) -> FetchResult:
+        """Fetch one run's input and report the outcome instead of raising."""
+        started, attempts = time.monotonic(), 0
+        refused = self._checked(run_id)
+        while refused is None:
+            attempts += 1
+            try:
+                run_input = self._attempt(run_id, started)
+            except APIError as error:
+                delay = self._retry_delay(error, attempts, started)
+                if delay is None:
+                    return self._failed(run_id, error, attempts, started)
+                self._sleep(delay)
+                continue
+            return self._fetched(run_id, run_input, attempts, started, quiet)
+        return refused
+
+    def _attempt(self, run_id: str, started: float) -> TaskRunInput:
+        request = self._http.build_request("GET", self._url(run_id), headers=self._headers, timeout=self._timeout)
+        failure: APIError | None = None
+        try:
+            response = self._http.send(request, stream=True, follow_redirects=False)
+            try:
+                self._check_declared_size(run_id, response)
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > self.max_response_bytes:
+                        raise self._too_large(run_id, response.status_code, "is larger")
+                    self._check_deadline(run_id, started)
+            finally:
+                response.close()
+        except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
+            failure = self._transport_error(run_id, exc)
+        if failure is not None:
+            raise failure
+        return self._interpret(run_id, response, bytes(body))
+
+    def close(self) -> None:
+        """Close the connection pool (only if this client created it)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> ParallelClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncParallelClient(_ClientCore):
+    """Asynchronous client for the Parallel Task API's run inputs, with a batch API.
+
+    Takes the same arguments as :class:`ParallelClient`, with an ``httpx.AsyncClient`` or an
+    async transport.
+
+    Example:
+        >>> import asyncio
+        >>> from parallel_tasks import AsyncParallelClient
+        >>> from parallel_tasks.emulator import Emulator
+        >>> emulator = Emulator.demo(api_keys=["demo-key"])
+        >>> async def main():
+        ...     async with AsyncParallelClient("demo-key", base_url="http://127.0.0.1",
+        ...                                    transport=emulator.async_transport()) as client:
+        ...         return await client.get_task_run_inputs(emulator.run_ids(), concurrency=4)
+        >>> results = asyncio.run(main())
+        >>> all(result.ok for result in results)
+        True
+    """
+
+    def __init__(
+        self,
+        api_key: str | None,
+        *,
+        http_client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(api_key, **options)
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.AsyncClient(
+            transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
+        )
+        self._sleep = asyncio.sleep
+
+    async def get_task_run_input(self, run_id: str) -> TaskRunInput:
+        """Fetch what a run was started with. Raises as :meth:`ParallelClient.get_task_run_input`."""
+        return (await self.fetch(run_id)).unwrap()
+
+    async def fetch(self, run_id: str, *, quiet: bool = False) -> FetchResult:
+        """Fetch one run's input and report the outcome instead of raising."""
+        started, attempts = time.monotonic(), 0
+        refused = self._checked(run_id)
+        while refused is None:
+            attempts += 1
+            try:
+                run_input = await self._attempt(run_id, started)
+            except APIError as error:
+                delay = self._retry_delay(error, attempts, started)
+                if delay is None:
+                    return self._failed(run_id, error, attempts, started)
+                await self._sleep(delay)
+                continue
+            return self._fetched(run_id, run_input, attempts, started, quiet)
+        return refused
+
+    async def _attempt(self, run_id: str, started: float) -> TaskRunInput:
+        request = self._http.build_request("GET", self._url(run_id), headers=self._headers, timeout=self._timeout)
+        failure: APIError | None = None
+        try:
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+            try:
+                self._check_declared_size(run_id, response)
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > self.max_response_bytes:
+                        raise self._too_large(run_id, response.status_code, "is larger")
+                    self._check_deadline(run_id, started)
+            finally:
+                await response.aclose()
+        except (httpx.TransportError, httpx.DecodingError, OSError, asyncio.TimeoutError) as exc:
+            failure = self._transport_error(run_id, exc)
+        if failure is not None:
+            raise failure
+        return self._interpret(run_id, response, bytes(body))
+
+    async def iter_task_run_inputs(
+        self, run_ids: Iterable[str], *, concurrency: int = 16, quiet: bool = True
+    ) -> AsyncIterator[FetchResult]:
+        """Fetch many inputs, at most ``concurrency`` at a time, yielding each outcome as it completes.
+
+        Run ids are drawn from ``run_ids`` lazily, so memory stays bounded by ``concurrency`` however
+        many there are. A failure is a :class:`FetchResult` with ``error`` set; it never stops the others.
+        """
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        pending_ids = iter(run_ids)
+        running = {asyncio.ensure_future(self.fetch(r, quiet=quiet)) for r in islice(pending_ids, concurrency)}
+        try:
+            while running:
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for run_id in islice(pending_ids, len(done)):
+                    running.add(asyncio.ensure_future(self.fetch(run_id, quiet=quiet)))
+                for task in done:
+                    yield task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+
+    async def get_task_run_inputs(self, run_ids: Iterable[str], *, concurrency: int = 16) -> list[FetchResult]:
+        """Fetch many inputs concurrently; the outcomes come back in the order of ``run_ids``."""
+        ids = list(run_ids)
+        by_position: dict[int, FetchResult] = {}
+        positions: dict[str, list[int]] = {}
+        for position, run_id in enumerate(ids):
+            positions.setdefault(str(run_id), []).append(position)
+        async for result in self.iter_task_run_inputs(ids, concurrency=concurrency):
+            by_position[positions[result.run_id].pop(0)] = result
+        return [by_position[i] for i in range(len(ids))]
+
+    async def aclose(self) -> None:
+        """Close the connection pool (only if this client created it)."""
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncParallelClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

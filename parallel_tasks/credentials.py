@@ -1,0 +1,182 @@
+"""Where the API key comes from: a ``ParallelCredentials`` block, a plain ``Secret`` block, or the environment.
+
+The key is unwrapped in one function only, :func:`_reveal`; everything else passes blocks around, so
+the key never becomes a flow or task parameter and never reaches a log line.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+from prefect.blocks.core import Block
+from prefect.blocks.system import Secret
+from pydantic import Field, HttpUrl, SecretStr, field_validator
+
+from parallel_tasks.client import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    AsyncParallelClient,
+    ParallelClient,
+    validate_base_url,
+)
+from parallel_tasks.errors import MissingCredentialsError
+
+__all__ = ["API_KEY_ENV_VAR", "BASE_URL_ENV_VAR", "ParallelCredentials", "aresolve_credentials", "resolve_credentials"]
+
+API_KEY_ENV_VAR = "PARALLEL_API_KEY"
+BASE_URL_ENV_VAR = "PARALLEL_BASE_URL"
+
+
+class ParallelCredentials(Block):
+    """Credentials and connection settings for the Parallel API.
+
+    Attributes:
+        api_key: The Parallel API key.
+        base_url: The API's base URL.
+        timeout: Seconds to wait for each read.
+        connect_timeout: Seconds to wait for a connection.
+        max_retries: Extra attempts the client makes for retryable failures.
+
+    Example:
+        Load stored credentials and fetch what a run was started with:
+        ```python
+        from parallel_tasks import ParallelCredentials
+
+        parallel_credentials_block = ParallelCredentials.load("BLOCK_NAME")
+        with parallel_credentials_block.get_client() as client:
+            run_input = client.get_task_run_input("trun_0123456789abcdef0123456789abcdef")
+        ```
+    """
+
+    _block_type_name = "Parallel Credentials"
+    _block_type_slug = "parallel-credentials"
+    _logo_url = HttpUrl("https://docs.parallel.ai/logo/parallel-logo-square.png")
+    _documentation_url = HttpUrl("https://docs.parallel.ai/api-reference/tasks/retrieve-task-run-input")
+    _description = "Credentials and connection settings for the Parallel Task API."
+
+    api_key: SecretStr = Field(description="The Parallel API key, sent as the x-api-key header.")
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL,
+        description="The API's base URL; https is required unless the host is loopback.",
+    )
+    timeout: float = Field(default=DEFAULT_READ_TIMEOUT, gt=0, description="Seconds to wait for each read.")
+    connect_timeout: float = Field(
+        default=DEFAULT_CONNECT_TIMEOUT, gt=0, description="Seconds to wait for a connection."
+    )
+    max_retries: int = Field(
+        default=3, ge=0, le=10, description="Extra attempts the client makes for retryable failures."
+    )
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return str(validate_base_url(value))
+
+    def _client_options(self, overrides: dict[str, Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "read_timeout": self.timeout,
+            "connect_timeout": self.connect_timeout,
+            "max_retries": self.max_retries,
+        }
+        return {"api_key": _reveal(self.api_key), **options, **overrides}
+
+    def get_client(self, **overrides: Any) -> ParallelClient:
+        """A synchronous client configured from this block (keyword arguments override it)."""
+        return ParallelClient(**self._client_options(overrides))
+
+    def get_async_client(self, **overrides: Any) -> AsyncParallelClient:
+        """An asynchronous client configured from this block (keyword arguments override it)."""
+        return AsyncParallelClient(**self._client_options(overrides))
+
+
+def _reveal(secret: Any) -> str:
+    """The one place a key leaves its secret wrapper. A ``Secret`` block's value may be JSON-like
+    (``"12345"`` is stored as a number): it always comes back as a string."""
+    value = secret.get_secret_value() if hasattr(secret, "get_secret_value") else secret
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise MissingCredentialsError(f"the stored API key must be a string, not {type(value).__name__}")
+    return str(value)
+
+
+_HOW = (
+    "pass a ParallelCredentials block or its name, the name of a Secret block holding the key, "
+    f"or set the {API_KEY_ENV_VAR} environment variable"
+)
+
+
+def _from_secret(secret: Secret[Any], base_url: str | None) -> ParallelCredentials:
+    return ParallelCredentials(api_key=SecretStr(_reveal(secret.value)), base_url=base_url or DEFAULT_BASE_URL)
+
+
+def _from_environment(base_url: str | None) -> ParallelCredentials:
+    key = os.environ.get(API_KEY_ENV_VAR, "").strip()
+    if not key:
+        raise MissingCredentialsError(f"No Parallel API key was given: {_HOW}.")
+    return ParallelCredentials(
+        api_key=SecretStr(key), base_url=base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    )
+
+
+def _resolved(credentials: Any, base_url: str | None) -> ParallelCredentials | None:
+    """Credentials that need no loading, or ``None`` when ``credentials`` is a block name."""
+    if isinstance(credentials, ParallelCredentials):
+        return credentials
+    if isinstance(credentials, Secret):
+        return _from_secret(credentials, base_url)
+    if credentials is None:
+        return _from_environment(base_url)
+    if not isinstance(credentials, str) or not credentials.strip():
+        raise MissingCredentialsError(f"Unusable credentials {type(credentials).__name__!r}: {_HOW}.")
+    return None
+
+
+def _not_found(name: str) -> MissingCredentialsError:
+    return MissingCredentialsError(f"No ParallelCredentials block and no Secret block is named {name!r}: {_HOW}.")
+
+
+def resolve_credentials(
+    credentials: ParallelCredentials | Secret[Any] | str | None = None, *, base_url: str | None = None
+) -> ParallelCredentials:
+    """Find the credentials to use, in order: a ``ParallelCredentials`` block (or the name of one),
+    a ``Secret`` block (or the name of one) holding the key, then ``PARALLEL_API_KEY``.
+
+    Args:
+        credentials: A block, a block document name, or ``None`` for the environment.
+        base_url: The API base URL when the key comes from a Secret block or the environment.
+
+    Raises:
+        MissingCredentialsError: No key was found; the message names all three ways to give one.
+    """
+    resolved = _resolved(credentials, base_url)
+    if resolved is not None:
+        return resolved
+    name = str(credentials)
+    try:
+        return cast(ParallelCredentials, ParallelCredentials.load(name, _sync=True))  # type: ignore[call-arg]
+    except ValueError:
+        pass
+    try:
+        return _from_secret(cast("Secret[Any]", Secret.load(name, _sync=True)), base_url)  # type: ignore[call-arg]
+    except ValueError:
+        raise _not_found(name) from None
+
+
+async def aresolve_credentials(
+    credentials: ParallelCredentials | Secret[Any] | str | None = None, *, base_url: str | None = None
+) -> ParallelCredentials:
+    """Async twin of :func:`resolve_credentials`."""
+    resolved = _resolved(credentials, base_url)
+    if resolved is not None:
+        return resolved
+    name = str(credentials)
+    try:
+        return await ParallelCredentials.aload(name)
+    except ValueError:
+        pass
+    try:
+        return _from_secret(await Secret.aload(name), base_url)
+    except ValueError:
+        raise _not_found(name) from None
