@@ -1,0 +1,140 @@
+"""Command: serve the emulator until interrupted, printing its base URL as the first stdout line.
+
+Example:
+    python -m parallel_tasks.emulator --port 0 --runs 1000 --seed 1 --api-key KEY --rate-503 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .core import DEFAULT_API_KEY, Emulator
+from .faults import FAULT_NAMES, Fault, FaultConfig
+from .generator import demo_runs, generate_runs
+from .server import base_url_for, bind_socket, make_server
+from .store import RunStore
+
+_RATE_FAULTS: tuple[Fault, ...] = (408, 429, 500, 502, 503, 504, "reset", "truncate", "html", "slow")
+
+
+def _fault(text: str) -> Fault:
+    return int(text) if text.isdigit() else text
+
+
+def _run_option(text: str) -> tuple[str, str]:
+    """Split ``RUN_ID=VALUE``."""
+    run_id, sep, value = text.rpartition("=")
+    if not sep or not run_id or not value:
+        raise argparse.ArgumentTypeError(f"expected RUN_ID=VALUE, got {text!r}")
+    return run_id, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command's options."""
+    parser = argparse.ArgumentParser(
+        prog="python -m parallel_tasks.emulator",
+        description="Serve a local Parallel API (GET /v1/tasks/runs/{run_id}/input). Without --runs, "
+        "--runs-file or --demo it serves the demo set.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    parser.add_argument("--port", type=int, default=8787, help="port to bind; 0 picks a free one")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help=f"accepted x-api-key value (repeatable; default {DEFAULT_API_KEY!r})",
+    )
+    parser.add_argument("--runs", type=int, default=0, help="number of generated runs to serve")
+    parser.add_argument("--seed", type=int, default=0, help="seed for generated runs and fault draws")
+    parser.add_argument("--demo", action="store_true", help="also serve the demo runs")
+    parser.add_argument(
+        "--runs-file", action="append", default=[], metavar="FILE", help="JSON or JSONL file of runs (repeatable)"
+    )
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--jitter-ms", type=float, default=0.0)
+    for fault in _RATE_FAULTS:
+        parser.add_argument(
+            f"--rate-{fault}",
+            type=float,
+            default=0.0,
+            metavar="P",
+            help=f"probability of the {fault} fault per request",
+        )
+    parser.add_argument(
+        "--retry-after",
+        choices=["seconds", "ms", "http-date", "none"],
+        default="seconds",
+        help="how a 429 says when to retry",
+    )
+    parser.add_argument("--retry-after-s", type=float, default=1.0, help="the delay a 429 asks for")
+    parser.add_argument("--slow-chunks", type=int, default=4)
+    parser.add_argument("--slow-chunk-delay-ms", type=float, default=100.0)
+    parser.add_argument(
+        "--script",
+        action="append",
+        default=[],
+        type=_run_option,
+        metavar="RUN_ID=F1,F2,...",
+        help=f"faults played in order for one run: statuses or {', '.join(FAULT_NAMES)}",
+    )
+    parser.add_argument(
+        "--run-status",
+        action="append",
+        default=[],
+        type=_run_option,
+        metavar="RUN_ID=STATUS",
+        help="a status one run always answers with",
+    )
+    parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
+    parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
+    parser.add_argument("--log-level", default="warning")
+    return parser
+
+
+def build_emulator(args: argparse.Namespace) -> Emulator:
+    """The emulator the parsed options describe."""
+    store = RunStore()
+    if args.runs:
+        store.update(generate_runs(args.runs, args.seed))
+    for path in args.runs_file:
+        store.load(path)
+    if args.demo or not (args.runs or args.runs_file):
+        store.update(demo_runs())
+    rates = {fault: getattr(args, f"rate_{fault}") for fault in _RATE_FAULTS if getattr(args, f"rate_{fault}")}
+    faults = FaultConfig(
+        latency_ms=args.latency_ms,
+        jitter_ms=args.jitter_ms,
+        rates=rates,
+        retry_after=args.retry_after,
+        retry_after_s=args.retry_after_s,
+        slow_chunks=args.slow_chunks,
+        slow_chunk_delay_ms=args.slow_chunk_delay_ms,
+    )
+    emulator = Emulator(store, api_keys=args.api_keys or [DEFAULT_API_KEY], faults=faults, seed=args.seed)
+    for run_id, script in args.script:
+        emulator.set_faults(FaultConfig(script=[_fault(f) for f in script.split(",")]), run_id=run_id)
+    for run_id, status in args.run_status:
+        emulator.set_faults(FaultConfig(status=int(status)), run_id=run_id)
+    return emulator
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse options, bind, print the base URL, serve until SIGINT or SIGTERM."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        emulator = build_emulator(args)
+    except (OSError, ValueError, TypeError) as exc:
+        parser.error(str(exc))
+    server = make_server(emulator, http=args.http, loop=args.loop, log_level=args.log_level, configure_logging=True)
+    sock = bind_socket(args.host, args.port)
+    print(base_url_for(sock), flush=True)
+    server.run(sockets=[sock])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
