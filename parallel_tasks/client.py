@@ -38,7 +38,7 @@ from parallel_tasks.errors import (
     error_class_for_status,
 )
 from parallel_tasks.models import ErrorResponse, TaskRunInput
-from parallel_tasks.redaction import redact_text
+from parallel_tasks.redaction import scrub_secrets
 from parallel_tasks.retry import RetryPolicy, parse_retry_after, plan_retry
 
 __all__ = [
@@ -189,8 +189,9 @@ class _ClientCore:
     def _limits(self) -> httpx.Limits:
         return httpx.Limits(max_connections=100, max_keepalive_connections=100)
 
-    def _redact(self, text: str) -> str:
-        return redact_text(text, (self._api_key,) if self._api_key else ())
+    def _redact(self, value: Any) -> Any:
+        """``value`` with the key in use masked: a server that echoes it back must not leak it."""
+        return scrub_secrets(value, (self._api_key,))
 
     def _transport_error(self, run_id: str, exc: Exception) -> APIConnectionError:
         """An error for a failed exchange, built from the exception's type and text only:
@@ -250,7 +251,7 @@ class _ClientCore:
 
     def _status_error(self, run_id: str, response: httpx.Response, body: bytes) -> APIStatusError:
         status = response.status_code
-        ref_id, message, detail = _parse_error_body(body, response.headers)
+        ref_id, message, detail = self._redact(_parse_error_body(body, response.headers))
         if 300 <= status < 400:
             target = httpx.URL(response.headers.get("location", ""))
             origin = f"{target.scheme}://{target.host}" if target.host else "the same origin"
@@ -264,13 +265,13 @@ class _ClientCore:
         if cls is RateLimitError:
             kwargs["retry_after"] = parse_retry_after(response.headers)
         return cls(
-            self._redact(message),
+            message,
             status_code=status,
             run_id=run_id,
             ref_id=ref_id,
             detail=detail,
             reason=reason,
-            response_headers={k.lower(): v for k, v in response.headers.items()},
+            response_headers=self._redact({k.lower(): v for k, v in response.headers.items()}),
             **kwargs,
         )
 

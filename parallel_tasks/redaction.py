@@ -19,6 +19,7 @@ __all__ = [
     "redact_run_input",
     "redact_text",
     "redact_url",
+    "scrub_secrets",
 ]
 
 REDACTED = "[REDACTED]"
@@ -102,6 +103,11 @@ def _scrub(value: Any, secrets: tuple[str, ...], mask_keys: bool) -> Any:
     if isinstance(value, (list, tuple)):
         return [_scrub(v, secrets, mask_keys) for v in value]
     return value
+
+
+def scrub_secrets(value: Any, secrets: Iterable[str | None]) -> Any:
+    """A copy of a JSON-like value with every known secret replaced inside its strings."""
+    return _scrub(value, tuple(s for s in secrets if s), mask_keys=False)
 
 
 def redact_run_input(body: Mapping[str, Any], secrets: Iterable[str] = ()) -> dict[str, Any]:

@@ -1,0 +1,41 @@
+# Everything a fresh machine needs: `make demo` runs the example flows, `make test` runs every check.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+PY := $(VENV)/bin/python
+PRISM := tools/prism/node_modules/.bin/prism
+# Compile site-packages once at install: this machine sets PYTHONDONTWRITEBYTECODE, and without
+# .pyc files every process (each Prefect worker, server and test) pays seconds to import Prefect.
+export UV_COMPILE_BYTECODE := 1
+
+.PHONY: install test lint typecheck pytest demo bench test-scale deploy clean
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+$(VENV)/.installed: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --all-extras
+	touch $@
+
+install: $(VENV)/.installed
+
+$(PRISM): tools/prism/package.json tools/prism/package-lock.json
+	npm ci --prefix tools/prism --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install $(PRISM)
+	$(PY) -m pytest --cov=parallel_tasks --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+clean:
+	rm -rf $(VENV) .tools tools/prism/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage

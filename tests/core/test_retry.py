@@ -1,0 +1,150 @@
+"""The retry policy, as pure functions: Retry-After forms, backoff bounds, what is retried."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from parallel_tasks.retry import RetryPolicy, backoff_delay, parse_retry_after, plan_retry
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
+
+
+def http_date(delta: timedelta) -> str:
+    return format_datetime(NOW + delta, usegmt=True)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, None),
+        ({"Retry-After": "3"}, 3.0),
+        ({"retry-after": "0"}, 0.0),
+        ({"Retry-After": "1.5"}, 1.5),
+        ({"Retry-After": " 2 "}, 2.0),
+        ({"Retry-After": "-1"}, None),
+        ({"Retry-After": "inf"}, None),
+        ({"Retry-After": "Infinity"}, None),
+        ({"Retry-After": "nan"}, None),
+        ({"Retry-After": "1e400"}, None),
+        ({"Retry-After": "soon"}, None),
+        ({"Retry-After": ""}, None),
+        ({"Retry-After": http_date(timedelta(seconds=30))}, 30.0),
+        ({"Retry-After": http_date(timedelta(seconds=-30))}, 0.0),
+        ({"Retry-After": http_date(timedelta(days=400))}, 400 * 86400.0),
+        ({"Retry-After": "Fri, 31 Feb 2026 25:61:00 GMT"}, None),
+        ({"retry-after-ms": "250"}, 0.25),
+        ({"retry-after-ms": "250", "Retry-After": "9"}, 0.25),
+        ({"retry-after-ms": "nan", "Retry-After": "9"}, 9.0),
+        ({"retry-after-ms": "-5", "Retry-After": "9"}, 9.0),
+        ({"retry-after-ms": "garbage"}, None),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    assert parse_retry_after(headers, now=NOW) == expected
+
+
+@given(st.text(max_size=40))
+def test_parse_retry_after_never_raises_and_is_finite(raw: str) -> None:
+    value = parse_retry_after({"Retry-After": raw, "retry-after-ms": raw}, now=NOW)
+    assert value is None or (math.isfinite(value) and value >= 0)
+
+
+def test_backoff_doubles_from_half_a_second_to_the_cap() -> None:
+    policy = RetryPolicy()
+    no_jitter = [backoff_delay(n, policy, rand=lambda: 0.0) for n in range(7)]
+    assert no_jitter == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    full_jitter = [backoff_delay(n, policy, rand=lambda: 0.999999) for n in range(7)]
+    assert all(0.75 * a <= b <= a for a, b in zip(no_jitter, full_jitter, strict=True))
+    assert backoff_delay(10_000, policy, rand=lambda: 0.0) == 8.0
+
+
+@given(st.integers(min_value=0, max_value=10_000), st.floats(min_value=0, max_value=1, exclude_max=True))
+def test_backoff_stays_within_bounds(retry_number: int, draw: float) -> None:
+    delay = backoff_delay(retry_number, RetryPolicy(), rand=lambda: draw)
+    assert 0.375 <= delay <= 8.0
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 599])
+def test_retryable_statuses(status: int) -> None:
+    decision = plan_retry(RetryPolicy(), retries_done=0, elapsed=0, status_code=status, rand=lambda: 0.0)
+    assert decision.retry and decision.delay == 0.5
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 422])
+def test_final_statuses_are_never_retried_even_if_the_server_says_so(status: int) -> None:
+    decision = plan_retry(
+        RetryPolicy(), retries_done=0, elapsed=0, status_code=status, headers={"x-should-retry": "true"}
+    )
+    assert not decision.retry and "final" in decision.reason
+
+
+def test_x_should_retry_header() -> None:
+    policy = RetryPolicy()
+    assert not plan_retry(policy, retries_done=0, elapsed=0, status_code=503, headers={"x-should-retry": "false"}).retry
+    assert plan_retry(policy, retries_done=0, elapsed=0, status_code=418, headers={"X-Should-Retry": "true"}).retry
+    assert not plan_retry(policy, retries_done=0, elapsed=0, status_code=418).retry
+    assert plan_retry(policy, retries_done=0, elapsed=0, status_code=503, headers={"x-should-retry": "maybe"}).retry
+
+
+def test_transport_failures_are_retried_and_others_not() -> None:
+    assert plan_retry(RetryPolicy(), retries_done=0, elapsed=0, retryable_failure=True).retry
+    assert not plan_retry(RetryPolicy(), retries_done=0, elapsed=0, retryable_failure=False).retry
+
+
+def test_max_retries_bounds_the_attempts() -> None:
+    policy = RetryPolicy(max_retries=3)
+    assert [plan_retry(policy, retries_done=n, elapsed=0, status_code=503).retry for n in range(5)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert not plan_retry(RetryPolicy(max_retries=0), retries_done=0, elapsed=0, status_code=503).retry
+
+
+def test_retry_after_is_honoured_up_to_the_cap() -> None:
+    policy = RetryPolicy(max_retry_after=60)
+    decision = plan_retry(policy, retries_done=0, elapsed=0, status_code=429, headers={"Retry-After": "12"})
+    assert decision.retry and decision.delay == 12.0
+    decision = plan_retry(policy, retries_done=0, elapsed=0, status_code=429, headers={"Retry-After": "61"})
+    assert not decision.retry and "exceeds" in decision.reason
+    decision = plan_retry(
+        policy,
+        retries_done=0,
+        elapsed=0,
+        status_code=503,
+        headers={"Retry-After": http_date(timedelta(hours=1))},
+        now=NOW,
+    )
+    assert not decision.retry
+
+
+def test_the_deadline_stops_a_retry_whose_wait_would_pass_it() -> None:
+    policy = RetryPolicy(deadline=10)
+    assert plan_retry(policy, retries_done=0, elapsed=9.0, status_code=503, rand=lambda: 0.0).retry
+    decision = plan_retry(policy, retries_done=0, elapsed=9.8, status_code=503, rand=lambda: 0.0)
+    assert not decision.retry and "deadline" in decision.reason
+    assert plan_retry(RetryPolicy(deadline=None), retries_done=0, elapsed=1e9, status_code=503).retry
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_retries": -1},
+        {"initial_delay": -0.1},
+        {"max_delay": math.inf},
+        {"max_retry_after": math.nan},
+        {"deadline": 0},
+        {"deadline": math.inf},
+    ],
+)
+def test_policy_refuses_unbounded_values(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
