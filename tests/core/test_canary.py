@@ -11,7 +11,7 @@ import httpx
 import pytest
 import respx
 
-from parallel_tasks import AsyncParallelClient, ParallelClient, ParallelCredentials, RetryPolicy
+from parallel_tasks import AsyncParallelClient, ParallelCredentials, RetryPolicy
 from parallel_tasks._logging import LOGGER_NAME
 from tests.conftest import CANARY_KEY, spec_examples
 

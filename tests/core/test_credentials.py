@@ -103,7 +103,7 @@ def test_a_missing_key_names_all_three_ways(monkeypatch: pytest.MonkeyPatch) -> 
         resolve_credentials(None)
     message = str(caught.value)
     assert "ParallelCredentials block" in message and "Secret block" in message and "PARALLEL_API_KEY" in message
-    with pytest.raises(MissingCredentialsError, match="'nowhere'.*Secret block.*PARALLEL_API_KEY"):
+    with pytest.raises(MissingCredentialsError, match=r"'nowhere'.*Secret block.*PARALLEL_API_KEY"):
         resolve_credentials("nowhere")
     with pytest.raises(MissingCredentialsError, match="Unusable credentials"):
         resolve_credentials(42)  # type: ignore[arg-type]
