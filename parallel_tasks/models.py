@@ -21,12 +21,15 @@ __all__ = [
     "McpServer",
     "MetadataValue",
     "OutputSchema",
+    "Severity",
     "SourcePolicy",
     "TaskAdvancedSettings",
     "TaskDataSources",
     "TaskRunInput",
     "TaskSpec",
     "TextSchema",
+    "ValidationReport",
+    "Violation",
     "Webhook",
     "normalize_schema",
 ]
@@ -197,3 +200,59 @@ class ErrorResponse(_ApiModel):
 
     type: Literal["error"] = "error"
     error: Error
+
+
+# --- This package's own result types -------------------------------------------------------------
+
+Severity = Literal["error", "warning"]
+"""How bad a violation is: an ``error`` makes the input invalid, a ``warning`` does not."""
+
+
+class Violation(BaseModel):
+    """One broken rule in a run input.
+
+    Attributes:
+        path: JSON path of the offending value, e.g. ``$.metadata.customer_reference_id``.
+        rule: Stable rule name, e.g. ``metadata.key_too_long``.
+        severity: ``error`` or ``warning``.
+        message: What is wrong, in words.
+        preview: The offending value, shortened to at most 80 characters.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    rule: str
+    severity: Severity
+    message: str
+    preview: str = Field(default="", max_length=80)
+
+
+class ValidationReport(BaseModel):
+    """Every violation found in one run input, all at once."""
+
+    model_config = ConfigDict(frozen=True)
+
+    violations: tuple[Violation, ...] = ()
+
+    @property
+    def errors(self) -> tuple[Violation, ...]:
+        """The violations that make the input invalid."""
+        return tuple(v for v in self.violations if v.severity == "error")
+
+    @property
+    def warnings(self) -> tuple[Violation, ...]:
+        """The violations worth a look that do not make the input invalid."""
+        return tuple(v for v in self.violations if v.severity == "warning")
+
+    @property
+    def valid(self) -> bool:
+        """True when there is no error (warnings allowed)."""
+        return not self.errors
+
+    @property
+    def verdict(self) -> Literal["valid", "valid_with_warnings", "invalid"]:
+        """One word for dashboards and asset metadata."""
+        if self.errors:
+            return "invalid"
+        return "valid_with_warnings" if self.violations else "valid"
