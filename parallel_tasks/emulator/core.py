@@ -127,7 +127,7 @@ def run_id_problem(run_id: str) -> str | None:
         return "run_id must not be empty"
     if len(run_id) > MAX_RUN_ID_LENGTH:
         return f"run_id must be at most {MAX_RUN_ID_LENGTH} characters"
-    if not run_id.isprintable():
+    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in run_id):
         return "run_id must not contain control characters"
     if run_id in (".", ".."):
         return "run_id must not be a dot segment"
