@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for generated runs and fault draws")
     parser.add_argument("--demo", action="store_true", help="also serve the demo runs")
     parser.add_argument(
-        "--runs-file", action="append", default=[], metavar="FILE", help="JSON or JSONL file of runs (repeatable)"
+        "--runs-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="JSON or JSONL file of runs (repeatable)",
     )
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--jitter-ms", type=float, default=0.0)

@@ -28,7 +28,8 @@ FAULT_NAMES = ("ok", "reset", "truncate", "html", "slow")
 """
 
 RetryAfterStyle = Literal["seconds", "ms", "http-date", "none"]
-"""How a 429 says when to retry: ``Retry-After: <seconds>``, ``retry-after-ms``, an HTTP-date, or not at all."""
+"""How a 429 says when to retry: ``Retry-After: <seconds>``, ``retry-after-ms``, an HTTP-date, or not at all.
+"""
 
 
 def unit_draw(seed: int, key: str, attempt: int, purpose: str) -> float:

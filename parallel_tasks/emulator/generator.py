@@ -51,7 +51,11 @@ _YEARS = list(range(2015, 2025))
 _TOPICS: list[dict[str, Any]] = [
     {
         "inputs": [
-            ("country", "string", ["France", "Japan", "Brazil", "Kenya", "Canada", "India", "Germany", "Chile"]),
+            (
+                "country",
+                "string",
+                ["France", "Japan", "Brazil", "Kenya", "Canada", "India", "Germany", "Chile"],
+            ),
             ("year", "integer", _YEARS),
         ],
         "outputs": [
@@ -72,12 +76,16 @@ _TOPICS: list[dict[str, Any]] = [
             ("ceo", "string", "Name of the current chief executive"),
             ("last_funding_round", "string", "Most recent funding round, amount and date"),
         ],
-        "question": "Who founded {company_name} ({website}), where is it headquartered and who runs it today?",
+        "question": "Who founded {company_name} ({website}), where is it based and who runs it today?",
         "about": "A company name and its website",
     },
     {
         "inputs": [
-            ("drug_name", "string", ["semaglutide", "lecanemab", "tirzepatide", "pembrolizumab", "donanemab"]),
+            (
+                "drug_name",
+                "string",
+                ["semaglutide", "lecanemab", "tirzepatide", "pembrolizumab", "donanemab"],
+            ),
             ("indication", "string", ["obesity", "early Alzheimer's disease", "type 2 diabetes", "melanoma"]),
         ],
         "outputs": [
@@ -107,7 +115,7 @@ _TOPICS: list[dict[str, Any]] = [
             ("year", "integer", "Publication year"),
             ("citation_count", "integer", "Approximate number of citations"),
         ],
-        "question": "Where and when was '{paper_title}' by {first_author} et al. published, and how often is it cited?",
+        "question": "Where was '{paper_title}' by {first_author} et al. published, and how often cited?",
         "about": "A paper title and its first author",
     },
     {
@@ -125,7 +133,11 @@ _TOPICS: list[dict[str, Any]] = [
     },
     {
         "inputs": [
-            ("bill", "string", ["EU AI Act", "CHIPS and Science Act", "Digital Markets Act", "Online Safety Act 2023"]),
+            (
+                "bill",
+                "string",
+                ["EU AI Act", "CHIPS and Science Act", "Digital Markets Act", "Online Safety Act 2023"],
+            ),
             ("jurisdiction", "string", ["European Union", "United States", "United Kingdom"]),
         ],
         "outputs": [

@@ -81,7 +81,10 @@ class EmulatorTransport(httpx.BaseTransport):
         if plan.delay_s:
             self._sleep(plan.delay_s)
         return httpx.Response(
-            plan.status, headers=list(plan.headers), stream=_SyncBody(plan, request, self._sleep), request=request
+            plan.status,
+            headers=list(plan.headers),
+            stream=_SyncBody(plan, request, self._sleep),
+            request=request,
         )
 
 
@@ -103,5 +106,8 @@ class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
         if plan.delay_s:
             await self._sleep(plan.delay_s)
         return httpx.Response(
-            plan.status, headers=list(plan.headers), stream=_AsyncBody(plan, request, self._sleep), request=request
+            plan.status,
+            headers=list(plan.headers),
+            stream=_AsyncBody(plan, request, self._sleep),
+            request=request,
         )

@@ -49,7 +49,10 @@ def command(*argv: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
 def test_command_serves_generated_runs_and_stops_on_sigterm() -> None:
     runs = generate_runs(5, seed=3)
     run_id, body = next(iter(runs.items()))
-    with command("--port", "0", "--runs", "5", "--seed", "3", "--api-key", "K", "--rate-503", "0") as (proc, url):
+    with command("--port", "0", "--runs", "5", "--seed", "3", "--api-key", "K", "--rate-503", "0") as (
+        proc,
+        url,
+    ):
         assert url.startswith("http://127.0.0.1:")
         response = httpx.get(url + run_path(run_id), headers={"x-api-key": "K"})
         assert response.status_code == 200 and response.json() == body
@@ -95,8 +98,9 @@ def test_sources_combine(tmp_path: Path) -> None:
 
 def test_fault_options_map_to_the_fault_config() -> None:
     emulator = emulator_for(
-        "--latency-ms", "5", "--jitter-ms", "3", "--rate-429", "0.1", "--rate-reset", "0.05", "--retry-after", "ms",
-        "--retry-after-s", "2", "--slow-chunks", "6", "--slow-chunk-delay-ms", "7", "--seed", "9",
+        "--latency-ms", "5", "--jitter-ms", "3", "--rate-429", "0.1", "--rate-reset", "0.05",
+        "--retry-after", "ms", "--retry-after-s", "2", "--slow-chunks", "6", "--slow-chunk-delay-ms", "7",
+        "--seed", "9",
         "--script", f"{DEMO}=503,reset,ok", "--run-status", "trun_gone=404",
     )  # fmt: skip
     faults = emulator.faults

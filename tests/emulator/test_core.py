@@ -100,7 +100,8 @@ def test_query_string_is_ignored(client: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/", "/v1/tasks/runs", "/v1/tasks/runs/input", "/v1/tasks/runs/a/b/input", "/v1/tasks/runs/a/input/"]
+    "path",
+    ["/", "/v1/tasks/runs", "/v1/tasks/runs/input", "/v1/tasks/runs/a/b/input", "/v1/tasks/runs/a/input/"],
 )
 def test_unknown_paths_are_404_in_the_envelope(client: httpx.Client, path: str) -> None:
     response = client.get(path)

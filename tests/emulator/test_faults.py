@@ -191,7 +191,16 @@ def test_rates_hit_about_their_frequency(emulator: CheckedEmulator) -> None:
 
 def faulty(seed: int) -> Emulator:
     config = FaultConfig(
-        rates={408: 0.05, 429: 0.05, 500: 0.05, 502: 0.05, 503: 0.05, "reset": 0.05, "truncate": 0.05, "html": 0.05},
+        rates={
+            408: 0.05,
+            429: 0.05,
+            500: 0.05,
+            502: 0.05,
+            503: 0.05,
+            "reset": 0.05,
+            "truncate": 0.05,
+            "html": 0.05,
+        },
         jitter_ms=30,
     )
     runs = {f"r{i}": {"processor": "base", "input": str(i)} for i in range(20)}

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from parallel_tasks.emulator import INPUT_SCHEMA_FORMS, OUTPUT_SCHEMA_FORMS, PROCESSORS, demo_runs, generate_runs
+from parallel_tasks.emulator import (
+    INPUT_SCHEMA_FORMS,
+    OUTPUT_SCHEMA_FORMS,
+    PROCESSORS,
+    demo_runs,
+    generate_runs,
+)
 from parallel_tasks.models import TaskRunInput
 from tests.emulator.spec import run_input_problems
 
@@ -120,7 +126,9 @@ def test_source_policies_use_every_kind_of_entry(generated: dict[str, dict[str, 
     assert dates and all(date.fromisoformat(d) for d in dates)
 
 
-def test_one_run_in_ten_has_the_newer_fields_with_secret_headers(generated: dict[str, dict[str, Any]]) -> None:
+def test_one_run_in_ten_has_the_newer_fields_with_secret_headers(
+    generated: dict[str, dict[str, Any]],
+) -> None:
     with_newer = [b for b in generated.values() if NEWER_FIELDS & set(b)]
     assert len(with_newer) == 30
     seen = Counter(field for b in with_newer for field in NEWER_FIELDS & set(b))
@@ -129,7 +137,9 @@ def test_one_run_in_ten_has_the_newer_fields_with_secret_headers(generated: dict
     assert any(name == "Authorization" and value.startswith("Bearer ") for name, value in headers)
 
 
-def test_every_generated_and_demo_run_validates_against_both_specs(all_runs: dict[str, dict[str, Any]]) -> None:
+def test_every_generated_and_demo_run_validates_against_both_specs(
+    all_runs: dict[str, dict[str, Any]],
+) -> None:
     for run_id, body in all_runs.items():
         assert not run_input_problems(body, "openapi-current.json"), run_id
         baseline = {k: v for k, v in body.items() if k not in NEWER_FIELDS}

@@ -1,4 +1,4 @@
-"""The Prism fixture starts and stops the pinned mock server, which agrees with the emulator on the example."""
+"""The Prism fixture starts and stops the pinned mock server; Prism and the emulator agree on the example."""
 
 from __future__ import annotations
 

@@ -17,7 +17,10 @@ RUN = "trun_900d0000000000000000000000000001"
 
 def sdk(emulator: CheckedEmulator, api_key: str = API_KEY) -> Parallel:
     return Parallel(
-        api_key=api_key, base_url=BASE, max_retries=0, http_client=httpx.Client(transport=emulator.transport())
+        api_key=api_key,
+        base_url=BASE,
+        max_retries=0,
+        http_client=httpx.Client(transport=emulator.transport()),
     )
 
 
