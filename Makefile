@@ -39,3 +39,6 @@ test: lint typecheck pytest
 
 clean:
 	rm -rf $(VENV) .tools tools/prism/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
+
+demo: install
+	$(PY) flows/demo.py

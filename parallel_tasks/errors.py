@@ -6,7 +6,10 @@ Every exception pickles (Prefect stores failed task states), and every one is a 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from parallel_tasks.models import ValidationReport
 
 __all__ = [
     "APIConnectionError",
@@ -18,6 +21,7 @@ __all__ = [
     "ConflictError",
     "InternalServerError",
     "InvalidRunIdError",
+    "InvalidRunInputError",
     "MissingCredentialsError",
     "NotFoundError",
     "ParallelError",
@@ -42,6 +46,21 @@ class InvalidRunIdError(ParallelError, ValueError):
 
 class MissingCredentialsError(ParallelError):
     """No API key could be found."""
+
+
+class InvalidRunInputError(ParallelError):
+    """A fetched run input breaks validation rules (raised only when a flow is asked to fail on it)."""
+
+    def __init__(self, run_id: str, report: ValidationReport) -> None:
+        errors = report.errors
+        shown = "; ".join(f"{v.path} ({v.rule}): {v.message}" for v in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        super().__init__(f"Input of run {run_id!r} is invalid: {len(errors)} error(s): {shown}{more}")
+        self.run_id = run_id
+        self.report = report
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.run_id, self.report))
 
 
 class APIError(ParallelError):

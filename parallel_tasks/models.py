@@ -8,11 +8,13 @@ secrets by nature (MCP server headers) are ``SecretStr`` so they never show in a
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
 
 __all__ = [
+    "AuditSummary",
     "AutoSchema",
     "Error",
     "ErrorResponse",
@@ -21,6 +23,8 @@ __all__ = [
     "McpServer",
     "MetadataValue",
     "OutputSchema",
+    "RecordStatus",
+    "RunInputRecord",
     "Severity",
     "SourcePolicy",
     "TaskAdvancedSettings",
@@ -256,3 +260,80 @@ class ValidationReport(BaseModel):
         if self.errors:
             return "invalid"
         return "valid_with_warnings" if self.violations else "valid"
+
+
+RecordStatus = Literal["ok", "invalid", "not_found", "unauthorized", "failed"]
+"""The outcome of auditing one run: fetched and valid, fetched but invalid, or why it was not fetched."""
+
+
+class RunInputRecord(BaseModel):
+    """The audit record of one run input: which input, spec and metadata a run was started with.
+
+    Stored as canonical JSON; ``sha256`` is the hash of the canonical JSON of ``input`` (redacted),
+    so anyone can re-read a record and verify it.
+
+    Attributes:
+        run_id: The Parallel task run id.
+        status: ``ok``, ``invalid``, ``not_found``, ``unauthorized`` or ``failed``.
+        sha256: Hash of the redacted input (``None`` when the input was not fetched).
+        previous_sha256: The hash recorded for this run before, if any.
+        drift: True when the input changed since it was last recorded.
+        record_key: Storage key of the content record.
+        fetched_at: When the input was fetched (UTC).
+        base_url: The API the input came from.
+        flow_run_id: The Prefect flow run that made the record.
+        task_run_id: The Prefect task run that made the record.
+        processor: The run's processor.
+        verdict: ``valid``, ``valid_with_warnings`` or ``invalid``.
+        violations: Every validation finding.
+        error: Why the input could not be fetched.
+        input: The run input with secrets redacted (only in content records).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    record_version: Literal[1] = 1
+    run_id: str
+    status: RecordStatus
+    sha256: str | None = None
+    previous_sha256: str | None = None
+    drift: bool = False
+    record_key: str | None = None
+    fetched_at: datetime
+    base_url: str
+    flow_run_id: str | None = None
+    task_run_id: str | None = None
+    processor: str | None = None
+    verdict: Literal["valid", "valid_with_warnings", "invalid"] | None = None
+    violations: tuple[Violation, ...] = ()
+    error: str | None = None
+    input: dict[str, Any] | None = None
+
+
+class AuditSummary(BaseModel):
+    """What an audit of many runs found, by status.
+
+    Attributes:
+        total: Distinct run ids audited.
+        counts: Runs per status (``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed``).
+        drifted: Runs whose input changed since it was last recorded.
+        duplicates: Run ids given more than once (audited once).
+        rows: One summary row per run (run id, status, violations, sha256, ...), sorted by run id.
+    """
+
+    total: int
+    counts: dict[str, int]
+    drifted: int = 0
+    duplicates: int = 0
+    rows: list[dict[str, Any]] = Field(default_factory=list)
+
+    @property
+    def not_fetched(self) -> int:
+        """Runs whose input could not be fetched (or recorded)."""
+        return sum(self.counts.get(s, 0) for s in ("not_found", "unauthorized", "failed"))
+
+    def describe(self) -> str:
+        """One line for logs and state messages, e.g. ``200 runs: 180 ok, 12 invalid, 8 not_found``."""
+        parts = ", ".join(f"{n} {status}" for status, n in self.counts.items() if n)
+        extra = f"; {self.drifted} changed since last recorded" if self.drifted else ""
+        return f"{self.total} runs: {parts or 'none'}{extra}"

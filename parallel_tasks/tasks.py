@@ -1,0 +1,257 @@
+"""Prefect tasks for data teams to reuse: retrieve, validate and record run inputs, one or many at a time.
+
+The tasks are thin: the HTTP client retries what the API says is worth retrying (honouring
+Retry-After); Prefect's task retries sit on top as a coarse second line, and only for errors that
+are retryable. The logic lives in :mod:`client`, :mod:`validation` and :mod:`lineage`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import task
+from prefect.assets import Asset, add_asset_metadata, materialize
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from prefect.utilities.asyncutils import run_coro_as_sync
+
+from parallel_tasks.client import DEFAULT_BASE_URL
+from parallel_tasks.credentials import (
+    BASE_URL_ENV_VAR,
+    ParallelCredentials,
+    aresolve_credentials,
+    resolve_credentials,
+)
+from parallel_tasks.errors import APIError
+from parallel_tasks.lineage import (
+    asset_key,
+    build_failure_record,
+    build_record,
+    record_outcome,
+    resolve_storage,
+    run_context_ids,
+)
+from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
+from parallel_tasks.validation import validate_task_run_input as _validate
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State, TaskRun
+    from prefect.context import TaskRunContext
+    from prefect.filesystems import WritableFileSystem
+    from prefect.tasks import Task
+
+__all__ = [
+    "arecord_task_run_input_lineage",
+    "aretrieve_task_run_input",
+    "audit_run_inputs_batch",
+    "materialize_run_input_assets",
+    "record_task_run_input_lineage",
+    "retrieve_task_run_input",
+    "retry_if_retryable",
+    "run_input_cache_key",
+    "validate_task_run_input",
+]
+
+
+def retry_if_retryable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Prefect ``retry_condition_fn``: retry only errors the API marks as worth retrying.
+
+    A plain function on purpose: Prefect treats a ``functools.partial`` or a callable object as
+    "never retry".
+    """
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, APIError) and error.retryable
+
+
+def run_input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
+    """Cache key from (base_url, run_id), never from the credentials object or its key.
+
+    Use it with caching switched on, for example
+    ``retrieve_task_run_input.with_options(cache_key_fn=run_input_cache_key, cache_expiration=timedelta(hours=1))``.
+    """
+    credentials = parameters.get("credentials")
+    if isinstance(credentials, ParallelCredentials):
+        base_url = credentials.base_url
+    elif isinstance(credentials, str):
+        base_url = resolve_credentials(credentials).base_url
+    else:
+        base_url = os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+    digest = hashlib.sha256(f"{base_url}\n{parameters['run_id']}".encode()).hexdigest()
+    return f"parallel-run-input-{digest}"
+
+
+_RETRIEVE_OPTIONS: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=5),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_if_retryable,
+    "task_run_name": "retrieve-input-{run_id}",
+    # The JSON serializer (used when caching persists results) stores MCP header values masked.
+    "result_serializer": "json",
+}
+
+
+@task(name="retrieve-task-run-input", **_RETRIEVE_OPTIONS)
+def retrieve_task_run_input(run_id: str, credentials: ParallelCredentials | str | None = None) -> TaskRunInput:
+    """Fetch what a Parallel task run was started with.
+
+    Args:
+        run_id: The task run id (``trun_...``).
+        credentials: A ParallelCredentials block, the name of one or of a Secret block holding the
+            key, or ``None`` for the ``PARALLEL_API_KEY`` environment variable. Never the key itself.
+
+    Example:
+        ```python
+        from prefect import flow
+        from parallel_tasks import retrieve_task_run_input
+
+        @flow
+        def show(run_id: str) -> str:
+            return retrieve_task_run_input(run_id, credentials="parallel").processor
+        ```
+    """
+    with resolve_credentials(credentials).get_client() as client:
+        return client.get_task_run_input(run_id)
+
+
+@task(name="retrieve-task-run-input-async", **_RETRIEVE_OPTIONS)
+async def aretrieve_task_run_input(run_id: str, credentials: ParallelCredentials | str | None = None) -> TaskRunInput:
+    """Async twin of :func:`retrieve_task_run_input`."""
+    resolved = await aresolve_credentials(credentials)
+    async with resolved.get_async_client() as client:
+        return await client.get_task_run_input(run_id)
+
+
+@task(name="validate-task-run-input", task_run_name="validate-input", cache_policy=NO_CACHE)
+def validate_task_run_input(run_input: TaskRunInput) -> ValidationReport:
+    """Check a run input against every rule at once (see :mod:`parallel_tasks.validation`)."""
+    return _validate(run_input)
+
+
+async def _record(
+    run_id: str,
+    run_input: TaskRunInput,
+    report: ValidationReport,
+    *,
+    base_url: str,
+    storage: WritableFileSystem | str | Path | None,
+    artifacts: bool,
+) -> RunInputRecord:
+    flow_run_id, task_run_id = run_context_ids()
+    record = build_record(
+        run_id, run_input, report, base_url=base_url, flow_run_id=flow_run_id, task_run_id=task_run_id
+    )
+    return await record_outcome(await resolve_storage(storage), record, artifacts=artifacts)
+
+
+_RECORD_OPTIONS: dict[str, Any] = {"task_run_name": "record-lineage-{run_id}", "cache_policy": NO_CACHE}
+
+
+@task(name="record-task-run-input-lineage", **_RECORD_OPTIONS)
+def record_task_run_input_lineage(
+    run_id: str,
+    run_input: TaskRunInput,
+    report: ValidationReport,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    storage: WritableFileSystem | str | Path | None = None,
+    artifacts: bool = True,
+) -> RunInputRecord:
+    """Make the audit record of one input: stored JSON (redacted, hashed), artifacts and an event.
+
+    Call :func:`materialize_run_input_assets` with the returned record to add the asset
+    materialization (Prefect needs the asset key before the task starts).
+
+    Args:
+        run_id: The task run id.
+        run_input: The fetched input.
+        report: Its validation report.
+        base_url: The API the input came from.
+        storage: A filesystem block, block slug or path for the records; Prefect's default result
+            storage when ``None``.
+        artifacts: Also create the markdown and metadata-table artifacts keyed
+            ``parallel-run-input-<run id>``.
+    """
+    return run_coro_as_sync(_record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts))
+
+
+@task(name="record-task-run-input-lineage-async", **_RECORD_OPTIONS)
+async def arecord_task_run_input_lineage(
+    run_id: str,
+    run_input: TaskRunInput,
+    report: ValidationReport,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    storage: WritableFileSystem | str | Path | None = None,
+    artifacts: bool = True,
+) -> RunInputRecord:
+    """Async twin of :func:`record_task_run_input_lineage`."""
+    return await _record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts)
+
+
+def materialize_run_input_assets(records: Sequence[RunInputRecord], *, name: str = "materialize-run-inputs") -> int:
+    """Record an asset materialization ``parallel://task-runs/<run_id>/input`` for each fetched input,
+    with its hash, processor and verdict as asset metadata. Returns how many were materialized.
+
+    One task run covers them all, so auditing thousands of runs does not mean thousands of task runs.
+    """
+    fetched = [r for r in records if r.sha256 is not None]
+    if not fetched:
+        return 0
+    assets = [Asset(key=asset_key(r.run_id)) for r in fetched]
+
+    def add_metadata() -> int:
+        for asset, record in zip(assets, fetched, strict=True):
+            add_asset_metadata(
+                asset,
+                {
+                    "sha256": record.sha256,
+                    "processor": record.processor,
+                    "verdict": record.verdict,
+                    "drift": record.drift,
+                    "record_key": record.record_key,
+                },
+            )
+        return len(assets)
+
+    materializing = materialize(*assets, by="prefect-parallel-tasks", name=name, cache_policy=NO_CACHE)(add_metadata)
+    return materializing()
+
+
+@task(name="audit-run-inputs-batch", task_run_name="audit-batch-{batch_number}", cache_policy=NO_CACHE)
+async def audit_run_inputs_batch(
+    run_ids: list[str],
+    credentials: ParallelCredentials | str | None = None,
+    *,
+    concurrency: int = 16,
+    storage: WritableFileSystem | str | Path | None = None,
+    artifacts: bool = False,
+    batch_number: int = 1,
+) -> list[RunInputRecord]:
+    """Fetch, validate and record many run inputs through one shared async client.
+
+    Every run gets an outcome record, fetched or not; a run that fails (even in storage) never stops
+    the others. Returns the outcome records (without the inputs, to keep memory small).
+    """
+    resolved = await aresolve_credentials(credentials)
+    target = await resolve_storage(storage)
+    flow_run_id, task_run_id = run_context_ids()
+    outcomes: list[RunInputRecord] = []
+    async with resolved.get_async_client() as client:
+        base_url = client.base_url
+        async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
+            ids: dict[str, Any] = {"base_url": base_url, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
+            if result.run_input is not None:
+                record = build_record(result.run_id, result.run_input, _validate(result.run_input), **ids)
+            else:
+                record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
+            try:
+                record = await record_outcome(target, record, artifacts=artifacts)
+            except Exception as error:  # storage or publishing broke for this run: say so, go on
+                record = build_failure_record(result.run_id, error, **ids)
+            outcomes.append(record.model_copy(update={"input": None}))
+    return outcomes
