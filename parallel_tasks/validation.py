@@ -1,0 +1,546 @@
+"""Validation of a task run input: every broken rule at once, each at its JSON path.
+
+Each rule is a small pure function over the JSON body, ``check_*(body) -> list[Violation]``, and
+``validate_task_run_input`` runs them all. Nothing here does I/O: a JSON Schema ``$ref`` resolves only
+inside the schema itself (and the bundled meta-schemas), through a registry that refuses to fetch, and
+``format`` stays an annotation, as Draft 2020-12 says, so no format check can reach out either.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker  # type: ignore[import-untyped]
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
+
+from parallel_tasks.models import Severity, TaskRunInput, ValidationReport, Violation
+
+__all__ = [
+    "KNOWN_PROCESSORS",
+    "RULES",
+    "check_after_date",
+    "check_domain_count",
+    "check_domain_entries",
+    "check_domain_overlap",
+    "check_input",
+    "check_memory_scope_key",
+    "check_metadata",
+    "check_processor",
+    "check_schemas",
+    "check_shape",
+    "json_path",
+    "validate_task_run_input",
+]
+
+KNOWN_PROCESSORS: frozenset[str] = frozenset(
+    name + suffix
+    for name in ("lite", "base", "core", "core2x", "pro", "ultra", "ultra2x", "ultra4x", "ultra8x")
+    for suffix in ("", "-fast")
+)
+"""Processor names the Task API documents; anything else is worth a warning, not an error."""
+
+METADATA_KEY_MAX = 16
+METADATA_VALUE_MAX = 512
+DOMAIN_ENTRIES_MAX = 200
+MEMORY_SCOPE_KEY_MAX = 128
+PREVIEW_MAX = 80
+
+Body = Mapping[str, Any]
+Rule = Callable[[Body], list[Violation]]
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
+_LABEL = re.compile(r"(?!-)[\w-]+(?<!-)")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_MEMORY_SCOPE_KEY = re.compile(r"[a-zA-Z0-9_-]+")
+
+
+# --- Small helpers: paths, previews, violations ---------------------------------------------------
+
+
+def json_path(*segments: str | int) -> str:
+    """The JSON path of a value: ``$.a.b[3]``, with keys that are not plain quoted: ``$.a['b c']``.
+
+    Example:
+        >>> json_path("source_policy", "include_domains", 3), json_path("metadata", "my key")
+        ('$.source_policy.include_domains[3]', "$.metadata['my key']")
+    """
+    parts = ["$"]
+    for segment in segments:
+        if isinstance(segment, int):
+            parts.append(f"[{segment}]")
+        elif _PLAIN_KEY.fullmatch(key := str(segment)):
+            parts.append(f".{key}")
+        else:
+            escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+            parts.append("['" + _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped) + "']")
+    return "".join(parts)
+
+
+def _shorten(text: str, limit: int = PREVIEW_MAX) -> str:
+    """Cut text to ``limit`` characters, ellipsis included, so previews fit a table cell."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _json_text(value: Any) -> str:
+    """Compact JSON text of a value, as the API measures it; never raises (cycles, huge integers)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _text_length(value: Any) -> int:
+    """Length of a value as text: a string's own length, otherwise its JSON text's."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int) and value.bit_length() > 2000:  # 600+ digits: count them without printing
+        return int((value.bit_length() - 1) * math.log10(2)) + 1
+    return len(_json_text(value))
+
+
+def _preview(value: Any) -> str:
+    """The offending value as at most 80 characters: strings as they are, anything else as JSON."""
+    return _shorten(value if isinstance(value, str) else _json_text(value))
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def _violation(path: str, rule: str, message: str, value: Any, severity: Severity = "error") -> Violation:
+    return Violation(path=path, rule=rule, severity=severity, message=message, preview=_preview(value))
+
+
+def _wrong_type(path: str, value: Any, expected: str) -> Violation:
+    return _violation(path, "body.wrong_type", f"is {_json_type(value)}; expected {expected}", value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    """The value if it is an object, else an empty one: rules skip what check_shape already reported."""
+    return value if isinstance(value, Mapping) else {}
+
+
+# --- Shape of the body ----------------------------------------------------------------------------
+
+_FIELDS: dict[str, tuple[tuple[type, ...], str, bool]] = {
+    "processor": ((str,), "a string", True),
+    "input": ((str, Mapping), "a string or an object", True),
+    "metadata": ((Mapping, type(None)), "an object or null", False),
+    "source_policy": ((Mapping, type(None)), "an object or null", False),
+    "task_spec": ((Mapping, type(None)), "an object or null", False),
+    "memory_scope_key": ((str, type(None)), "a string or null", False),
+    "previous_interaction_id": ((str, type(None)), "a string or null", False),
+    "advanced_settings": ((Mapping, type(None)), "an object or null", False),
+    "mcp_servers": ((list, tuple, type(None)), "an array or null", False),
+    "enable_events": ((bool, type(None)), "a boolean or null", False),
+    "webhook": ((Mapping, type(None)), "an object or null", False),
+}
+
+
+def check_shape(body: Body) -> list[Violation]:
+    """Required fields present and top-level fields of the spec's types, so the other rules can trust them."""
+    found = []
+    for field, (types, expected, required) in _FIELDS.items():
+        if field not in body:
+            if required:
+                found.append(_violation(json_path(field), "body.missing_field", "is missing; it is required", ""))
+        elif not isinstance(body[field], types):
+            found.append(_wrong_type(json_path(field), body[field], expected))
+    return found
+
+
+def check_processor(body: Body) -> list[Violation]:
+    """An unknown processor may be a typo or a new tier: worth a warning, not a rejection."""
+    processor = body.get("processor")
+    if not isinstance(processor, str) or processor in KNOWN_PROCESSORS:
+        return []
+    known = ", ".join(sorted(KNOWN_PROCESSORS))
+    return [_violation("$.processor", "processor.unknown", f"is not a known processor ({known})", processor, "warning")]
+
+
+# --- Metadata -------------------------------------------------------------------------------------
+
+
+def check_metadata(body: Body) -> list[Violation]:
+    """Keys 1..16 characters; values str, int, float or bool of at most 512 characters: the API's limits."""
+    found = []
+    for key, value in _mapping(body.get("metadata")).items():
+        path = json_path("metadata", str(key))
+        found += _check_metadata_key(path, key)
+        found += _check_metadata_value(path, value)
+    return found
+
+
+def _check_metadata_key(path: str, key: Any) -> list[Violation]:
+    """A key must be a string of 1..16 characters."""
+    if not isinstance(key, str):
+        return [_wrong_type(path, key, "a string key")]
+    if not key:
+        message = f"is an empty key; keys need 1 to {METADATA_KEY_MAX} characters"
+        return [_violation(path, "metadata.key_empty", message, key)]
+    if len(key) > METADATA_KEY_MAX:
+        message = f"key is {len(key)} characters long; the limit is {METADATA_KEY_MAX}"
+        return [_violation(path, "metadata.key_too_long", message, key)]
+    return []
+
+
+def _check_metadata_value(path: str, value: Any) -> list[Violation]:
+    """A value must be a JSON scalar (not null) and at most 512 characters as text; both are checked."""
+    found = []
+    if not isinstance(value, (str, int, float)):  # bool is an int: allowed, as the spec says
+        message = f"is {_json_type(value)}; metadata values must be a string, integer, number or boolean"
+        found.append(_violation(path, "metadata.value_type", message, value))
+    elif isinstance(value, float) and not math.isfinite(value):
+        message = "is not a finite number (JSON has no NaN or Infinity); metadata values must be finite"
+        found.append(_violation(path, "metadata.value_type", message, value))
+    length = _text_length(value)
+    if length > METADATA_VALUE_MAX:
+        what = "value" if isinstance(value, str) else "value's JSON text"
+        message = f"{what} is {length} characters long; the limit is {METADATA_VALUE_MAX}"
+        found.append(_violation(path, "metadata.value_too_long", message, value))
+    return found
+
+
+def check_memory_scope_key(body: Body) -> list[Violation]:
+    """``memory_scope_key`` is 1..128 characters of [a-zA-Z0-9_-] (openapi-current.json); the API rejects others."""
+    key = body.get("memory_scope_key")
+    if not isinstance(key, str):
+        return []
+    problems = []
+    if not key:
+        problems.append(f"is empty; it needs 1 to {MEMORY_SCOPE_KEY_MAX} characters")
+    elif len(key) > MEMORY_SCOPE_KEY_MAX:
+        problems.append(f"is {len(key)} characters long; the limit is {MEMORY_SCOPE_KEY_MAX}")
+    if key and not _MEMORY_SCOPE_KEY.fullmatch(key):
+        problems.append("has characters outside [a-zA-Z0-9_-]")
+    return [_violation("$.memory_scope_key", "memory_scope_key.invalid", "; ".join(problems), key)] if problems else []
+
+
+# --- Source policy --------------------------------------------------------------------------------
+
+_DOMAIN_FIELDS = ("include_domains", "exclude_domains")
+_ENTRY_HINT = (
+    "entries are plain domains (example.com), bare extensions (.gov) or domain/path prefixes (docs.python.org/3)"
+)
+
+
+def _domain_lists(body: Body) -> dict[str, list[Any]]:
+    """The include/exclude lists that are lists; a wrong type is check_domain_entries' to report."""
+    policy = _mapping(body.get("source_policy"))
+    return {field: list(policy[field]) for field in _DOMAIN_FIELDS if isinstance(policy.get(field), (list, tuple))}
+
+
+def _entry_problems(entry: str) -> list[str]:
+    """What is wrong with one domain entry, in words; empty when it is fine."""
+    if not entry.strip():
+        return ["is empty"]
+    problems = ["contains whitespace"] if any(ch.isspace() for ch in entry) else []
+    rest = entry
+    if scheme := _SCHEME.match(rest):
+        problems.append(f"has a scheme ({scheme.group()!r})")
+        rest = rest[scheme.end() :]
+    elif rest.startswith("//"):
+        problems.append("has a scheme-relative '//' prefix")
+        rest = rest[2:]
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    tail = rest[len(authority) :]
+    if "@" in authority:
+        problems.append("has user info ('...@')")
+        authority = authority.rsplit("@", 1)[1]
+    host, colon, _ = authority.partition(":")
+    if colon:
+        problems.append("has a port")
+    if "?" in tail:
+        problems.append("has a query string")
+    if "#" in tail:
+        problems.append("has a fragment")
+    if host.startswith(".") and tail.strip("/"):
+        problems.append("is a bare extension followed by a path")
+    if not problems and not _is_domain(host):
+        problems.append("is not a domain name")
+    return problems
+
+
+def _is_domain(host: str) -> bool:
+    """``example.com``/``sub.example.gov`` (two labels or more) or a bare extension ``.gov``/``.co.uk``."""
+    labels = host[1:].split(".") if host.startswith(".") else host.split(".")
+    return (host.startswith(".") or len(labels) >= 2) and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def check_domain_entries(body: Body) -> list[Violation]:
+    """Each include/exclude entry is a domain, a bare extension or a domain/path prefix, as the API accepts."""
+    policy = _mapping(body.get("source_policy"))
+    found = []
+    for field in _DOMAIN_FIELDS:
+        entries = policy.get(field)
+        if entries is None:
+            continue
+        if not isinstance(entries, (list, tuple)):
+            found.append(_wrong_type(json_path("source_policy", field), entries, "an array of strings"))
+            continue
+        for index, entry in enumerate(entries):
+            path = json_path("source_policy", field, index)
+            if not isinstance(entry, str):
+                found.append(_wrong_type(path, entry, "a string"))
+            elif problems := _entry_problems(entry):
+                message = f"{'; '.join(problems)}: {_ENTRY_HINT}, without scheme, port, query, fragment or user info"
+                found.append(_violation(path, "source_policy.invalid_entry", message, entry))
+    return found
+
+
+def check_domain_count(body: Body) -> list[Violation]:
+    """The API takes at most 200 include and exclude entries combined."""
+    lists = _domain_lists(body)
+    counts = {field: len(entries) for field, entries in lists.items()}
+    total = sum(counts.values())
+    if total <= DOMAIN_ENTRIES_MAX:
+        return []
+    detail = ", ".join(f"{count} in {field}" for field, count in counts.items())
+    message = f"has {total} domain entries ({detail}); the limit is {DOMAIN_ENTRIES_MAX} combined"
+    return [_violation("$.source_policy", "source_policy.too_many_entries", message, body.get("source_policy"))]
+
+
+def _domain_key(entry: str) -> str:
+    """How two entries compare for the overlap warning: case-insensitively, trailing slash ignored."""
+    return entry.lower().rstrip("/")
+
+
+def check_domain_overlap(body: Body) -> list[Violation]:
+    """A domain both included and excluded is likely a mistake: with includes present, the API ignores excludes."""
+    lists = _domain_lists(body)
+    included: dict[str, int] = {}
+    for index, entry in enumerate(lists.get("include_domains", [])):
+        if isinstance(entry, str) and _domain_key(entry):
+            included.setdefault(_domain_key(entry), index)
+    found = []
+    for index, entry in enumerate(lists.get("exclude_domains", [])):
+        if isinstance(entry, str) and _domain_key(entry) in included:
+            message = (
+                f"{_shorten(entry)!r} is both excluded and included (include_domains[{included[_domain_key(entry)]}]);"
+                " when include_domains is non-empty the API ignores exclude_domains"
+            )
+            path = json_path("source_policy", "exclude_domains", index)
+            found.append(_violation(path, "source_policy.included_and_excluded", message, entry, "warning"))
+    return found
+
+
+def check_after_date(body: Body) -> list[Violation]:
+    """``after_date`` (openapi-current.json) is an RFC 3339 full date, YYYY-MM-DD, and a real one."""
+    value = _mapping(body.get("source_policy")).get("after_date")
+    if value is None:
+        return []
+    if isinstance(value, str) and _DATE.fullmatch(value):
+        try:
+            dt.date.fromisoformat(value)
+            return []
+        except ValueError:
+            message = "is not a calendar date; expected an RFC 3339 date YYYY-MM-DD, e.g. 2024-01-01"
+    else:
+        message = "is not an RFC 3339 date; expected YYYY-MM-DD, e.g. 2024-01-01"
+    return [_violation("$.source_policy.after_date", "source_policy.after_date_invalid", message, value)]
+
+
+# --- JSON schemas and the input -------------------------------------------------------------------
+
+
+def _refuse_retrieval(uri: str) -> Resource[Any]:
+    """Never fetch a ``$ref`` (network, file or anything else): an outside schema is unresolvable here."""
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class mypy cannot see through
+
+
+# jsonschema adds its bundled meta-schemas to this registry; everything else is refused, never fetched.
+_NO_FETCH_REGISTRY: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
+# Only "regex" is asserted on schemas (an invalid "pattern" would break matching); other formats stay
+# annotations, which keeps the verdict the same whichever optional format libraries are installed.
+_META_VALIDATOR = Draft202012Validator(
+    Draft202012Validator.META_SCHEMA, registry=_NO_FETCH_REGISTRY, format_checker=FormatChecker(formats=["regex"])
+)
+
+
+def _schema_kind(value: Any) -> str | None:
+    """``json``, ``text`` or ``auto`` the way the spec's anyOf picks them; None when absent; else the odd type."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return "text"
+    if not isinstance(value, Mapping):
+        return _json_type(value)
+    declared = value.get("type")
+    if declared is None:
+        return "json" if "json_schema" in value else "text"
+    return declared if isinstance(declared, str) else _json_type(declared)
+
+
+def _unusable(field: str, exc: BaseException) -> Violation:
+    """An exception jsonschema raised, as a violation: a report must never crash the flow that asked."""
+    message = f"cannot be used by the Draft 2020-12 validator: {type(exc).__name__}: {_shorten(str(exc), 200)}"
+    return _violation(json_path("task_spec", field, "json_schema"), f"{field}.unusable", message, "")
+
+
+def _schema_violations(field: str, spec: Any) -> list[Violation]:
+    """Why one input or output schema is not a usable JSON Schema; empty when it is fine or not JSON."""
+    kind = _schema_kind(spec)
+    allowed = ("json", "text", "auto") if field == "output_schema" else ("json", "text")
+    if kind is not None and kind not in allowed:
+        message = f"has type {kind!r}; expected one of {', '.join(allowed)} (or a bare string)"
+        return [_violation(json_path("task_spec", field), f"{field}.invalid", message, spec)]
+    if kind != "json":
+        return []
+    schema = _mapping(spec).get("json_schema")
+    path = ("task_spec", field, "json_schema")
+    if not isinstance(schema, Mapping):
+        message = f"is {_json_type(schema)}; a JSON schema must be a JSON Schema object"
+        return [_violation(json_path(*path), f"{field}.invalid", message, schema)]
+    try:
+        errors = list(_META_VALIDATOR.iter_errors(schema))
+    except Exception as exc:  # a schema too deep or too odd for the meta-schema: report, never raise
+        return [_unusable(field, exc)]
+    return [
+        _violation(
+            json_path(*path, *error.absolute_path),
+            f"{field}.invalid",
+            f"is not valid JSON Schema (Draft 2020-12, {error.validator}): {_shorten(error.message, 200)}",
+            error.instance,
+        )
+        for error in errors
+    ]
+
+
+def check_schemas(body: Body) -> list[Violation]:
+    """Input and output JSON schemas must themselves be valid JSON Schema, or the API cannot use them."""
+    task_spec = body.get("task_spec")
+    if not isinstance(task_spec, Mapping):
+        return []
+    found = []
+    if "output_schema" not in task_spec:
+        found.append(_violation("$.task_spec.output_schema", "body.missing_field", "is missing; it is required", ""))
+    for field in ("input_schema", "output_schema"):
+        found += _schema_violations(field, task_spec.get(field))
+    return found
+
+
+def _find_ref(schema: Any, ref: str) -> tuple[tuple[str | int, ...], str]:
+    """Where the unresolvable ``$ref``/``$dynamicRef`` is written, and its text; the root if not found.
+
+    jsonschema reports the resolved target (``/$defs/x`` for ``#/$defs/x``), so match on the ending.
+    """
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(schema, ())]
+    while stack and ref:
+        node, path = stack.pop()
+        if isinstance(node, Mapping):
+            for key in ("$ref", "$dynamicRef"):
+                if isinstance(node.get(key), str) and node[key].endswith(ref):
+                    return (*path, key), node[key]
+            stack.extend((value, (*path, str(key))) for key, value in reversed(list(node.items())))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((value, (*path, index)) for index, value in reversed(list(enumerate(node))))
+    return (), ref
+
+
+def check_input(body: Body) -> list[Violation]:
+    """The input must match a JSON input schema (Draft 2020-12), as the API checks it before the run starts."""
+    input_schema = _mapping(body.get("task_spec")).get("input_schema")
+    if _schema_kind(input_schema) != "json":
+        return []
+    run_input = body.get("input")
+    if isinstance(run_input, str):
+        message = "is text, but task_spec.input_schema is a JSON schema: the input must be a JSON object"
+        return [_violation("$.input", "input.text_with_json_schema", message, run_input)]
+    schema = _mapping(input_schema).get("json_schema")
+    if not isinstance(run_input, Mapping) or not isinstance(schema, Mapping):
+        return []
+    try:
+        if not _META_VALIDATOR.is_valid(schema):
+            return []  # check_schemas reports it; matching against an invalid schema would mislead
+        validator = Draft202012Validator(schema, registry=_NO_FETCH_REGISTRY)
+    except Exception:
+        return []  # check_schemas reports it as unusable
+    found: list[Violation] = []
+    try:
+        for error in validator.iter_errors(run_input):
+            message = f"does not match the input schema ({error.validator}): {_shorten(error.message, 200)}"
+            found.append(
+                _violation(json_path("input", *error.absolute_path), "input.schema_mismatch", message, error.instance)
+            )
+    except Unresolvable as exc:
+        where, ref = _find_ref(schema, str(getattr(exc, "ref", "")))
+        message = (
+            f"has a $ref that does not resolve inside the schema ({_shorten(str(exc), 200)});"
+            " refs are never fetched, from the network or from files"
+        )
+        path = json_path("task_spec", "input_schema", "json_schema", *where)
+        found.append(_violation(path, "input_schema.ref_unresolvable", message, ref))
+    except Exception as exc:  # e.g. a $ref cycle (RecursionError): a violation, never a crash
+        found.append(_unusable("input_schema", exc))
+    return found
+
+
+# --- All of it ------------------------------------------------------------------------------------
+
+RULES: tuple[Rule, ...] = (
+    check_shape,
+    check_processor,
+    check_metadata,
+    check_memory_scope_key,
+    check_domain_entries,
+    check_domain_count,
+    check_domain_overlap,
+    check_after_date,
+    check_schemas,
+    check_input,
+)
+"""Every rule, in the order their violations are reported."""
+
+
+def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
+    """Check a run input against every rule and report all violations at once.
+
+    A raw mapping is checked as it is, so a body the model would refuse (a null metadata value, say)
+    still gets a report rather than an exception. This function never raises for any JSON body.
+
+    Args:
+        run_input: The typed input, or the raw JSON body of ``GET /v1/tasks/runs/{run_id}/input``.
+
+    Returns:
+        A ValidationReport with every violation, in rule order, each with its JSON path.
+
+    Example:
+        >>> report = validate_task_run_input(
+        ...     {"processor": "base", "input": "GDP of France?", "metadata": {"customer_reference": "x", "ok": None}}
+        ... )
+        >>> for violation in report.violations:
+        ...     print(violation.path, violation.rule, violation.severity)
+        $.metadata.customer_reference metadata.key_too_long error
+        $.metadata.ok metadata.value_type error
+        >>> report.verdict
+        'invalid'
+        >>> validate_task_run_input(TaskRunInput(processor="base", input="GDP of France?")).verdict
+        'valid'
+    """
+    body: Any = (
+        run_input.model_dump(mode="json", exclude_unset=True) if isinstance(run_input, TaskRunInput) else run_input
+    )
+    if not isinstance(body, Mapping):
+        return ValidationReport(violations=(_wrong_type("$", body, "a JSON object"),))
+    return ValidationReport(violations=tuple(violation for rule in RULES for violation in rule(body)))
