@@ -27,6 +27,7 @@ from parallel_tasks.models import AuditSummary, RunInputRecord
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
     materialize_run_input_assets,
+    record_task_run_input_failure,
     record_task_run_input_lineage,
     retrieve_task_run_input,
     validate_task_run_input,
@@ -94,7 +95,9 @@ def _mapped(run_ids: list[str], credentials: Any, storage: str | None, artifacts
     for run_id, future in zip(run_ids, fetched, strict=True):
         outcome = future.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
-            records.append(build_failure_record(run_id, outcome, base_url=credentials.base_url))
+            records.append(
+                record_task_run_input_failure(run_id, outcome, base_url=credentials.base_url, storage=storage)
+            )
             continue
         report = validate_task_run_input(outcome)
         records.append(

@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger
 from parallel_tasks import InvalidRunInputError, resolve_credentials
 from parallel_tasks.tasks import (
     materialize_run_input_assets,
+    record_task_run_input_failure,
     record_task_run_input_lineage,
     retrieve_task_run_input,
     validate_task_run_input,
@@ -44,7 +45,12 @@ def fetch_run_input(
     """
     logger = get_run_logger()
     credentials = resolve_credentials(credentials_block)
-    run_input = retrieve_task_run_input(run_id, credentials=credentials)
+    fetched = retrieve_task_run_input(run_id, credentials=credentials, return_state=True)
+    if not fetched.is_completed():
+        error = fetched.result(raise_on_failure=False)
+        record_task_run_input_failure(run_id, error, base_url=credentials.base_url, storage=storage_block)
+        raise error
+    run_input = fetched.result()
     report = validate_task_run_input(run_input)
     record = record_task_run_input_lineage(
         run_id, run_input, report, base_url=credentials.base_url, storage=storage_block

@@ -49,6 +49,7 @@ __all__ = [
     "aretrieve_task_run_input",
     "audit_run_inputs_batch",
     "materialize_run_input_assets",
+    "record_task_run_input_failure",
     "record_task_run_input_lineage",
     "retrieve_task_run_input",
     "retry_if_retryable",
@@ -191,6 +192,25 @@ async def arecord_task_run_input_lineage(
 ) -> RunInputRecord:
     """Async twin of :func:`record_task_run_input_lineage`."""
     return await _record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts)
+
+
+@task(name="record-task-run-input-failure", task_run_name="record-failure-{run_id}", cache_policy=NO_CACHE)
+def record_task_run_input_failure(
+    run_id: str,
+    error: BaseException,
+    *,
+    base_url: str = DEFAULT_BASE_URL,
+    storage: WritableFileSystem | str | Path | None = None,
+) -> RunInputRecord:
+    """Record that a run's input could not be fetched (not_found, unauthorized or failed), with an event,
+    so an audit trail has an outcome for every run it was asked about."""
+    flow_run_id, task_run_id = run_context_ids()
+    record = build_failure_record(run_id, error, base_url=base_url, flow_run_id=flow_run_id, task_run_id=task_run_id)
+
+    async def store() -> RunInputRecord:
+        return await record_outcome(await resolve_storage(storage), record, artifacts=False)
+
+    return run_coro_as_sync(store())
 
 
 def materialize_run_input_assets(records: Sequence[RunInputRecord], *, name: str = "materialize-run-inputs") -> int:

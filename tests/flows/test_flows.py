@@ -1,0 +1,274 @@
+"""The example flows on a Prefect test server against the emulator over HTTP: records, artifacts,
+asset materializations, events, failures, drift, batching and the canary key."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
+
+from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, audit_run_inputs, load_run_ids
+from flows.fetch_run_input import fetch_run_input
+from parallel_tasks import ParallelCredentials, run_input_cache_key
+from parallel_tasks.emulator import Emulator, FaultConfig
+from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
+from tests.conftest import CANARY_KEY
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+GOOD = "trun_900d0000000000000000000000000001"
+BAD_METADATA = "trun_badda7a0000000000000000000000001"
+SECRET_HEADERS = "trun_5ec2e700000000000000000000000001"
+
+
+def artifacts(key: str) -> list[Any]:
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def flow_run_id(state: Any) -> UUID:
+    return state.state_details.flow_run_id
+
+
+def wait_for_logs(run_id: UUID, prefix: str, until: str, timeout: float = 20) -> list[str]:
+    """Log messages of a flow run starting with ``prefix``, once one contains ``until``
+    (Prefect ships logs to the server in the background, a moment after they are written)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+        found = [log.message for log in sorted(logs, key=lambda log: log.timestamp) if log.message.startswith(prefix)]
+        if any(until in message for message in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def stored_records(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(latest pointers, content records) under a storage folder."""
+    files = list(folder.glob("parallel-run-inputs/*/*.json"))
+    return [f for f in files if f.name == "latest.json"], [f for f in files if f.name != "latest.json"]
+
+
+def test_fetch_flow_records_everything(
+    credentials_block: str, storage: tuple[str, Path], captured_events: Callable[[], list[Any]]
+) -> None:
+    slug, folder = storage
+    state = fetch_run_input(GOOD, credentials_block=credentials_block, storage_block=slug, return_state=True)
+    assert state.is_completed()
+    summary = state.result()
+    assert (summary["status"], summary["verdict"], summary["processor"]) == ("ok", "valid", "core")
+
+    record = verify_record((folder / summary["record_key"]).read_bytes())
+    assert record.sha256 == summary["sha256"] and record.flow_run_id == str(flow_run_id(state))
+    assert record.task_run_id and record.base_url.startswith("http://127.0.0.1:")
+    pointer = json.loads((folder / latest_key(GOOD)).read_text())
+    assert pointer["sha256"] == summary["sha256"] and pointer["input"] is None
+
+    (markdown,) = [a for a in artifacts(artifact_key(GOOD)) if a.flow_run_id == flow_run_id(state)]
+    assert markdown.type == "markdown" and summary["sha256"] in markdown.data and "`core`" in markdown.data
+    assert "my_key" in markdown.data and "No violations." in markdown.data
+    (table,) = [a for a in artifacts(artifact_key(GOOD) + "-metadata") if a.flow_run_id == flow_run_id(state)]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert rows[0]["key"] == "my_key" and rows[0]["within_limits"] is True
+
+    events = captured_events()
+    (recorded,) = [e for e in events if e.event == "parallel.task-run.input.recorded"]
+    assert recorded.resource.id == f"parallel.task-run.{GOOD}"
+    assert recorded.payload["sha256"] == summary["sha256"] and recorded.payload["verdict"] == "valid"
+    assert {r.role for r in recorded.related} >= {"asset", "flow-run", "task-run"}
+    (materialized,) = [e for e in events if e.event == "prefect.asset.materialization.succeeded"]
+    assert materialized.resource.id == asset_key(GOOD)
+    assert materialized.payload["sha256"] == summary["sha256"]
+    assert (materialized.payload["processor"], materialized.payload["verdict"]) == ("core", "valid")
+
+
+def test_fetch_flow_fails_clearly_only_when_asked_or_when_the_fetch_fails(
+    credentials_block: str, storage: tuple[str, Path]
+) -> None:
+    slug, _ = storage
+    lenient = fetch_run_input(BAD_METADATA, credentials_block=credentials_block, storage_block=slug, return_state=True)
+    assert lenient.is_completed() and lenient.result()["status"] == "invalid"
+    strict = fetch_run_input(
+        BAD_METADATA, credentials_block=credentials_block, storage_block=slug, fail_on_invalid=True, return_state=True
+    )
+    assert strict.is_failed()
+    assert "is invalid: 1 error(s): $.metadata" in strict.message and "metadata.key_too_long" in strict.message
+    missing = fetch_run_input("trun_missing", credentials_block=credentials_block, return_state=True)
+    assert missing.is_failed() and "404 Not Found for run 'trun_missing': Run id not found" in missing.message
+
+
+def test_drift_is_recorded_when_an_input_changes(
+    credentials_block: str, storage: tuple[str, Path], clean_emulator: Emulator
+) -> None:
+    slug, folder = storage
+    run_id = "trun_d71f7000000000000000000000000001"
+    clean_emulator.store.add(run_id, {"processor": "base", "input": "What changed?"})
+    first = fetch_run_input(run_id, credentials_block=credentials_block, storage_block=slug)
+    same = fetch_run_input(run_id, credentials_block=credentials_block, storage_block=slug)
+    clean_emulator.store.add(run_id, {"processor": "pro", "input": "What changed?"})
+    changed = fetch_run_input(run_id, credentials_block=credentials_block, storage_block=slug)
+    assert (first["drift"], same["drift"], changed["drift"]) == (False, False, True)
+    assert first["sha256"] == same["sha256"] != changed["sha256"]
+    record = verify_record((folder / changed["record_key"]).read_bytes())
+    latest_markdown = max(artifacts(artifact_key(run_id)), key=lambda a: a.created)
+    assert record.previous_sha256 == first["sha256"] and "changed from" in latest_markdown.data
+
+
+def test_audit_of_200_runs_with_404s_and_503s_keeps_every_record(
+    credentials_block: str,
+    storage: tuple[str, Path],
+    clean_emulator: Emulator,
+    captured_events: Callable[[], list[Any]],
+) -> None:
+    slug, folder = storage
+    run_ids = clean_emulator.store.ids()[:190] + [f"trun_{i:032x}" for i in range(10)]  # 10 unknown: 404
+    clean_emulator.set_faults(FaultConfig(rates={503: 0.3}), run_id=None)
+    for run_id in run_ids[:5]:  # a few runs answer 503 every time, past every retry
+        clean_emulator.set_faults(FaultConfig(status=503), run_id=run_id)
+    state = audit_run_inputs(
+        run_ids=run_ids + run_ids[:3],
+        credentials_block=credentials_block,
+        storage_block=slug,
+        max_concurrency=8,
+        batch_size=40,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert state.message.startswith("15 of 200 runs could not be fetched")
+    pointers, contents = stored_records(folder)
+    assert len(pointers) == 200 and len({p.parent for p in pointers}) == 200
+    statuses = [json.loads(p.read_text())["status"] for p in pointers]
+    assert statuses.count("not_found") == 10 and statuses.count("failed") == 5
+    assert len(contents) == 185 == sum(s in ("ok", "invalid") for s in statuses)
+    for path in contents:
+        verify_record(path.read_bytes())
+    assert clean_emulator.requests_by_status[503] > 20  # the faults really happened and were retried
+    (summary,) = [a for a in artifacts(SUMMARY_ARTIFACT_KEY) if a.flow_run_id == flow_run_id(state)]
+    rows = json.loads(summary.data) if isinstance(summary.data, str) else summary.data
+    assert len(rows) == 200 and {r["status"] for r in rows} >= {"ok", "invalid", "not_found", "failed"}
+    events = captured_events()
+    assert sum(e.event == "parallel.task-run.input.recorded" for e in events) == 185
+    assert sum(e.event == "parallel.task-run.input.failed" for e in events) == 15
+    assert sum(e.event == "prefect.asset.materialization.succeeded" for e in events) == 185
+    progress = wait_for_logs(flow_run_id(state), "Progress:", until="(100%)")
+    assert len(progress) == 5 and progress[-1].startswith("Progress: 200/200 runs (100%)")  # one per 40-run batch
+    with get_client(sync_client=True) as client:
+        batches = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id(state)]))
+        )
+    assert sum(t.name.startswith("audit-batch-") for t in batches) == 5
+
+
+def test_audit_with_map_option_and_a_run_id_file(
+    credentials_block: str, storage: tuple[str, Path], clean_emulator: Emulator, tmp_path: Path
+) -> None:
+    slug, folder = storage
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"# demo runs\n{GOOD}\n\n{BAD_METADATA}\ntrun_missing\n")
+    assert load_run_ids(ids_file) == [GOOD, BAD_METADATA, "trun_missing"]
+    state = audit_run_inputs(
+        run_ids_file=str(ids_file),
+        credentials_block=credentials_block,
+        storage_block=slug,
+        use_map=True,
+        fail_on_errors=False,
+        return_state=True,
+    )
+    assert state.is_completed() and state.message == "3 runs: 1 ok, 1 invalid, 1 not_found"
+    assert len(stored_records(folder)[0]) == 3
+
+
+def test_load_run_ids_formats(tmp_path: Path) -> None:
+    path = tmp_path / "ids.json"
+    path.write_text(json.dumps(["a", "b"]))
+    assert load_run_ids(path) == ["a", "b"]
+    path.write_text(json.dumps(["a", 1]))
+    with pytest.raises(ValueError, match="list of strings"):
+        load_run_ids(path)
+
+
+def test_prefect_retries_only_retryable_errors(credentials_block: str, clean_emulator: Emulator) -> None:
+    from prefect import flow
+
+    from parallel_tasks import retrieve_task_run_input
+
+    quick = retrieve_task_run_input.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    clean_emulator.set_faults(FaultConfig(script=(503, 503, 503, 503, "ok")), run_id=GOOD)
+
+    @flow
+    def fetch(run_id: str) -> str:
+        return quick(run_id, credentials=credentials_block).processor
+
+    assert fetch(GOOD) == "core"
+    assert clean_emulator.requests_by_run[GOOD] == 5  # 4 client attempts, one Prefect retry
+    missing = fetch("trun_not_there", return_state=True)
+    assert missing.is_failed() and clean_emulator.requests_by_run["trun_not_there"] == 1
+
+
+def test_cache_key_uses_base_url_and_run_id_only(credentials_block: str) -> None:
+    one = ParallelCredentials(api_key="key-one", base_url="https://api.parallel.ai")
+    two = ParallelCredentials(api_key="key-two", base_url="https://api.parallel.ai")
+    other = ParallelCredentials(api_key="key-one", base_url="https://proxy.example.com")
+    key = run_input_cache_key(None, {"run_id": "trun_a", "credentials": one})  # type: ignore[arg-type]
+    assert key == run_input_cache_key(None, {"run_id": "trun_a", "credentials": two})  # type: ignore[arg-type]
+    assert key != run_input_cache_key(None, {"run_id": "trun_b", "credentials": one})  # type: ignore[arg-type]
+    assert key != run_input_cache_key(None, {"run_id": "trun_a", "credentials": other})  # type: ignore[arg-type]
+    assert "key-one" not in key
+    by_name = run_input_cache_key(None, {"run_id": "trun_a", "credentials": credentials_block})  # type: ignore[arg-type]
+    assert by_name != key and by_name.startswith("parallel-run-input-")
+
+
+def test_canary_key_never_reaches_prefect(
+    emulator_url: str, storage: tuple[str, Path], clean_emulator: Emulator, captured_events: Callable[[], list[Any]]
+) -> None:
+    slug, folder = storage
+    ParallelCredentials(api_key=CANARY_KEY, base_url=emulator_url).save("canary-credentials", overwrite=True)
+    clean_emulator.set_faults(FaultConfig(rates={503: 0.3, 429: 0.1}, retry_after_s=0.0))
+    fetched = fetch_run_input(
+        SECRET_HEADERS, credentials_block="canary-credentials", storage_block=slug, return_state=True
+    )
+    missing = fetch_run_input("trun_gone", credentials_block="canary-credentials", return_state=True)
+    audit = audit_run_inputs(
+        run_ids=clean_emulator.store.ids()[:40] + ["trun_gone"],
+        credentials_block="canary-credentials",
+        storage_block=slug,
+        per_run_artifacts=True,
+        return_state=True,
+    )
+    assert fetched.is_completed() and missing.is_failed() and audit.is_failed()
+    assert clean_emulator.requests_by_status[503] > 0 and clean_emulator.requests_by_status[200] >= 30
+    seen: list[str] = []
+    ids = [flow_run_id(s) for s in (fetched, missing, audit)]
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))):
+            seen += [json.dumps(run.parameters), str(run.state.message if run.state else "")]
+        for task_run in client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids))
+        ):
+            seen += [task_run.model_dump_json()]
+        seen += [
+            log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+        ]
+        seen += [a.model_dump_json() for a in client.read_artifacts()]
+    seen += [path.read_text() for path in folder.rglob("*.json")]
+    seen += [e.model_dump_json() for e in captured_events()]
+    assert len(seen) > 100
+    assert not [text for text in seen if CANARY_KEY in text]
+    # The MCP header secret of the demo run was masked everywhere too.
+    assert not [text for text in seen if "emu_sk_" in text or "Bearer sk-" in text]

@@ -1,0 +1,169 @@
+"""Lineage records as pure logic and storage: canonical JSON, keys, redaction, drift, verification."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect.filesystems import LocalFileSystem
+
+from parallel_tasks import NotFoundError, TaskRunInput
+from parallel_tasks.lineage import (
+    artifact_key,
+    asset_key,
+    build_failure_record,
+    build_record,
+    canonical_json,
+    content_key,
+    latest_key,
+    metadata_table,
+    render_markdown,
+    sha256_hex,
+    store_record,
+    summarize,
+    verify_record,
+)
+from parallel_tasks.models import ValidationReport, Violation
+from parallel_tasks.redaction import REDACTED
+from parallel_tasks.validation import validate_task_run_input
+
+BODY = {
+    "processor": "core",
+    "input": {"country": "France", "year": 2023},
+    "metadata": {"team": "audit", "api_token": "tok-abcdef-123456", "max_tokens": 300},
+    "mcp_servers": [
+        {
+            "url": "https://mcp.example.com/sse?token=q-secret-1",
+            "name": "crm",
+            "headers": {"Authorization": "Bearer mcp-secret-999"},
+        }
+    ],
+}
+RUN = "trun_0123456789abcdef0123456789abcdef"
+
+
+def record_of(body: dict, run_id: str = RUN):  # type: ignore[no-untyped-def]
+    run_input = TaskRunInput.model_validate(body)
+    return build_record(run_id, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+
+
+def test_canonical_json_is_stable_and_sorted() -> None:
+    assert canonical_json({"b": 1, "a": [1, {"d": "é", "c": None}]}) == '{"a":[1,{"c":null,"d":"é"}],"b":1}'.encode()
+    assert canonical_json({"x": 1, "y": 2}) == canonical_json({"y": 2, "x": 1})
+    with pytest.raises(ValueError):
+        canonical_json({"x": float("nan")})
+
+
+def test_keys() -> None:
+    assert artifact_key("trun_AB12") == "parallel-run-input-trun-ab12"
+    assert artifact_key("we.ird:id") == "parallel-run-input-we-ird-id"
+    assert asset_key(RUN) == f"parallel://task-runs/{RUN}/input"
+    assert asset_key("a&b~c") == "parallel://task-runs/a~26b~7ec/input"
+    assert latest_key("a:b") == "parallel-run-inputs/a%3Ab/latest.json"
+    assert content_key(RUN, "ff") == f"parallel-run-inputs/{RUN}/ff.json"
+
+
+def test_record_is_redacted_and_hashed() -> None:
+    record = record_of(BODY)
+    text = record.model_dump_json()
+    for secret in ("tok-abcdef-123456", "mcp-secret-999", "q-secret-1"):
+        assert secret not in text
+    assert record.input is not None
+    assert record.input["metadata"] == {"team": "audit", "api_token": REDACTED, "max_tokens": 300}
+    assert record.input["mcp_servers"][0]["headers"] == {"Authorization": REDACTED}
+    assert record.sha256 == sha256_hex(canonical_json(record.input))
+    assert record.record_key == content_key(RUN, record.sha256)
+    assert (record.status, record.verdict, record.processor) == ("ok", "valid", "core")
+
+
+def test_same_input_same_hash_different_input_different_hash() -> None:
+    assert record_of(BODY).sha256 == record_of(json.loads(json.dumps(BODY))).sha256
+    assert record_of({**BODY, "processor": "pro"}).sha256 != record_of(BODY).sha256
+
+
+def test_verify_record_detects_tampering() -> None:
+    stored = canonical_json(record_of(BODY).model_dump(mode="json"))
+    assert verify_record(stored).run_id == RUN
+    tampered = json.loads(stored)
+    tampered["input"]["processor"] = "ultra"
+    with pytest.raises(ValueError, match="altered"):
+        verify_record(json.dumps(tampered))
+    failure = build_failure_record(RUN, NotFoundError("gone", status_code=404, run_id=RUN), base_url="x")
+    with pytest.raises(ValueError, match="holds no input"):
+        verify_record(failure.model_dump_json())
+
+
+def test_failure_records_name_the_status() -> None:
+    record = build_failure_record(RUN, NotFoundError("Run id not found", status_code=404, run_id=RUN), base_url="u")
+    assert (record.status, record.sha256, record.input) == ("not_found", None, None)
+    assert "404 Not Found" in (record.error or "")
+
+
+def test_markdown_and_metadata_table() -> None:
+    body = {**BODY, "metadata": {"a_key_that_is_far_too_long": "v", "ok": "x" * 600}}
+    run_input = TaskRunInput.model_validate(body)
+    record = build_record(RUN, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+    markdown = render_markdown(record)
+    for expected in (
+        RUN,
+        "`core`",
+        record.sha256,
+        "metadata.key_too_long",
+        "metadata.value_too_long",
+        "invalid",
+        "France",
+    ):
+        assert str(expected) in markdown
+    rows = {r["key"]: r for r in metadata_table(record)}
+    assert (
+        rows["a_key_that_is_far_too_long"]["key_length"] == 26
+        and not rows["a_key_that_is_far_too_long"]["within_limits"]
+    )
+    assert rows["ok"]["value_length"] == 600 and len(rows["ok"]["value"]) == 80
+
+
+async def test_store_record_is_content_addressed_and_notices_drift(tmp_path: Path) -> None:
+    storage = LocalFileSystem(basepath=str(tmp_path))
+    first = await store_record(storage, record_of(BODY))
+    again = await store_record(storage, record_of(BODY))
+    assert (first.drift, again.drift, again.previous_sha256) == (False, False, first.sha256)
+    changed = await store_record(storage, record_of({**BODY, "processor": "ultra"}))
+    assert changed.drift and changed.previous_sha256 == first.sha256
+    # A failed audit in between keeps the last known hash, so drift is still noticed afterwards.
+    await store_record(storage, build_failure_record(RUN, RuntimeError("boom"), base_url="u"))
+    back = await store_record(storage, record_of(BODY))
+    assert back.drift and back.previous_sha256 == changed.sha256
+    files = sorted(p.name for p in (tmp_path / "parallel-run-inputs" / RUN).iterdir())
+    assert files == sorted([f"{first.sha256}.json", f"{changed.sha256}.json", "latest.json"])
+    for name in files:
+        if name != "latest.json":
+            verify_record((tmp_path / "parallel-run-inputs" / RUN / name).read_bytes())
+    latest = json.loads((tmp_path / "parallel-run-inputs" / RUN / "latest.json").read_text())
+    assert latest["sha256"] == first.sha256 and latest["input"] is None
+
+
+async def test_a_pointer_left_broken_by_a_crash_is_repaired(tmp_path: Path) -> None:
+    storage = LocalFileSystem(basepath=str(tmp_path))
+    pointer = tmp_path / latest_key(RUN)
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text('{"run_id": "trun_0123", "sta')
+    stored = await store_record(storage, record_of(BODY))
+    assert stored.previous_sha256 is None and json.loads(pointer.read_text())["sha256"] == stored.sha256
+
+
+def test_summarize_counts_and_rows() -> None:
+    records = [
+        record_of(BODY, run_id="b"),
+        build_failure_record("a", NotFoundError("x", status_code=404), base_url="u"),
+        record_of({**BODY, "metadata": {"k" * 17: 1}}, run_id="c"),
+    ]
+    summary = summarize(records, duplicates=2)
+    assert summary.total == 3 and summary.duplicates == 2 and summary.not_fetched == 1
+    assert summary.counts == {"ok": 1, "invalid": 1, "not_found": 1, "unauthorized": 0, "failed": 0}
+    assert [row["run_id"] for row in summary.rows] == ["a", "b", "c"]
+    assert summary.rows[2]["detail"] == "metadata.key_too_long" and summary.rows[2]["errors"] == 1
+    assert summary.describe() == "3 runs: 1 ok, 1 invalid, 1 not_found"
+    assert ValidationReport(violations=(Violation(path="$", rule="r", severity="warning", message="m"),)).verdict == (
+        "valid_with_warnings"
+    )
