@@ -388,12 +388,11 @@ class ParallelClient(_ClientCore):
     Example:
         >>> from parallel_tasks import ParallelClient
         >>> from parallel_tasks.emulator import Emulator
-        >>> emulator = Emulator.demo(api_keys=["demo-key"])
-        >>> with ParallelClient("demo-key", base_url="http://127.0.0.1",
-        ...                     transport=emulator.transport()) as client:
-        ...     run_input = client.get_task_run_input(emulator.run_ids()[0])
-        >>> run_input.processor in {"lite", "base", "core", "pro", "ultra"} or bool(run_input.processor)
-        True
+        >>> emulator = Emulator(api_keys=["demo-key"])  # serves the demo runs
+        >>> with ParallelClient("demo-key", base_url="http://127.0.0.1", transport=emulator.transport()) as client:
+        ...     run_input = client.get_task_run_input("trun_900d0000000000000000000000000001")
+        >>> run_input.processor
+        'core'
     """
 
     def __init__(
@@ -484,14 +483,15 @@ class AsyncParallelClient(_ClientCore):
         >>> import asyncio
         >>> from parallel_tasks import AsyncParallelClient
         >>> from parallel_tasks.emulator import Emulator
-        >>> emulator = Emulator.demo(api_keys=["demo-key"])
+        >>> emulator = Emulator(api_keys=["demo-key"])  # serves the demo runs
         >>> async def main():
-        ...     async with AsyncParallelClient("demo-key", base_url="http://127.0.0.1",
-        ...                                    transport=emulator.async_transport()) as client:
-        ...         return await client.get_task_run_inputs(emulator.run_ids(), concurrency=4)
+        ...     async with AsyncParallelClient(
+        ...         "demo-key", base_url="http://127.0.0.1", transport=emulator.async_transport()
+        ...     ) as client:
+        ...         return await client.get_task_run_inputs([*emulator.store.ids(), "trun_missing"], concurrency=4)
         >>> results = asyncio.run(main())
-        >>> all(result.ok for result in results)
-        True
+        >>> [result.ok for result in results].count(True), type(results[-1].error).__name__
+        (12, 'NotFoundError')
     """
 
     def __init__(

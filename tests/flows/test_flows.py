@@ -245,7 +245,7 @@ def test_canary_key_never_reaches_prefect(
     )
     missing = fetch_run_input("trun_gone", credentials_block="canary-credentials", return_state=True)
     audit = audit_run_inputs(
-        run_ids=clean_emulator.store.ids()[:40] + ["trun_gone"],
+        run_ids=[*clean_emulator.store.ids()[:40], "trun_gone"],
         credentials_block="canary-credentials",
         storage_block=slug,
         per_run_artifacts=True,
