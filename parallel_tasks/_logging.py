@@ -18,7 +18,7 @@ import structlog
 
 from parallel_tasks.redaction import RedactSecrets
 
-__all__ = ["LOGGER_NAME", "get_logger"]
+__all__ = ["LOGGER_NAME", "debug_enabled", "get_logger"]
 
 LOGGER_NAME = "parallel_tasks"
 
@@ -43,6 +43,14 @@ def _destination() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
         return cast("logging.LoggerAdapter[logging.Logger]", get_run_logger())
     return logging.getLogger(LOGGER_NAME)
+
+
+def debug_enabled() -> bool:
+    """A cheap check, for hot paths, that a debug event could be logged anywhere it may go."""
+    return any(logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in _DESTINATION_NAMES)
+
+
+_DESTINATION_NAMES = (LOGGER_NAME, "prefect.flow_runs", "prefect.task_runs")
 
 
 class _RunAwareLogger:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -24,7 +25,7 @@ import httpx
 import pydantic
 from httpx_aiohttp import AiohttpTransport
 
-from parallel_tasks._logging import get_logger
+from parallel_tasks._logging import debug_enabled, get_logger
 from parallel_tasks._version import __version__
 from parallel_tasks.errors import (
     APIConnectionError,
@@ -62,6 +63,7 @@ DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RUN_ID_LENGTH = 256
 USER_AGENT = f"prefect-parallel-tasks/{__version__}"
 
+_PLAIN_RUN_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 _FORBIDDEN_RUN_ID_CHARS = frozenset("/?#%")
 # Control, format, surrogate, private-use and unassigned code points, and every kind of space.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
@@ -75,6 +77,8 @@ def validate_run_id(run_id: object) -> str:
     """
     if not isinstance(run_id, str):
         raise InvalidRunIdError(f"run_id must be a string, got {type(run_id).__name__}")
+    if _PLAIN_RUN_ID.fullmatch(run_id):  # real ids (trun_ + hex) need no character-by-character check
+        return run_id
     shown = repr(run_id[:80]) + ("..." if len(run_id) > 80 else "")
     if not run_id:
         raise InvalidRunIdError("run_id must not be empty")
@@ -92,7 +96,11 @@ def validate_run_id(run_id: object) -> str:
 
 def run_input_path(run_id: str) -> str:
     """The request path for a run id, every byte outside the unreserved set percent-encoded."""
-    return f"/v1/tasks/runs/{quote(validate_run_id(run_id), safe='')}/input"
+    return _encoded_path(validate_run_id(run_id))
+
+
+def _encoded_path(valid_run_id: str) -> str:
+    return f"/v1/tasks/runs/{quote(valid_run_id, safe='')}/input"
 
 
 def _is_loopback(host: str) -> bool:
@@ -166,14 +174,15 @@ class _ClientCore:
     ) -> None:
         if max_response_bytes <= 0:
             raise ValueError(f"max_response_bytes must be > 0, got {max_response_bytes}")
-        self._base_url = validate_base_url(base_url)
+        self._base_url = str(validate_base_url(base_url))
         self._api_key = api_key or None
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.max_response_bytes = max_response_bytes
-        self._headers = {"user-agent": USER_AGENT, "accept": "application/json", **(default_headers or {})}
+        headers = {"user-agent": USER_AGENT, "accept": "application/json", **(default_headers or {})}
         if self._api_key:
-            self._headers["x-api-key"] = self._api_key
+            headers["x-api-key"] = self._api_key
+        self._headers = httpx.Headers(headers)
         self._log = get_logger(secrets=(self._api_key,))
 
     def __repr__(self) -> str:
@@ -182,10 +191,13 @@ class _ClientCore:
     @property
     def base_url(self) -> str:
         """The API's base URL (no trailing slash)."""
-        return str(self._base_url)
+        return self._base_url
 
-    def _url(self, run_id: str) -> str:
-        return f"{self.base_url}{run_input_path(run_id)}"
+    def _request(self, run_id: str) -> httpx.Request:
+        """The GET for an already validated run id, built directly (an httpx client's
+        ``build_request`` costs several times more, and it runs for every request of a batch)."""
+        url = httpx.URL(f"{self._base_url}{_encoded_path(run_id)}")
+        return httpx.Request("GET", url, headers=self._headers, extensions={"timeout": self._timeout.as_dict()})
 
     def _limits(self) -> httpx.Limits:
         return httpx.Limits(max_connections=100, max_keepalive_connections=100)
@@ -315,14 +327,9 @@ class _ClientCore:
 
     def _fetched(self, run_id: str, run_input: TaskRunInput, attempts: int, started: float, quiet: bool) -> FetchResult:
         elapsed_ms = _ms(started)
-        log = self._log.debug if quiet else self._log.info
-        log(
-            "parallel.task_run_input.fetched",
-            run_id=run_id,
-            status=200,
-            attempt=attempts,
-            elapsed_ms=elapsed_ms,
-        )
+        if not quiet or debug_enabled():  # batches log each fetch at debug level, usually off
+            log = self._log.debug if quiet else self._log.info
+            log("parallel.task_run_input.fetched", run_id=run_id, status=200, attempt=attempts, elapsed_ms=elapsed_ms)
         return FetchResult(run_id, run_input=run_input, attempts=attempts, elapsed_ms=elapsed_ms)
 
     def _log_failure(self, error: ParallelError, attempts: int, started: float, reason: str) -> None:
@@ -440,10 +447,9 @@ class ParallelClient(_ClientCore):
         return refused
 
     def _attempt(self, run_id: str, started: float) -> TaskRunInput:
-        request = self._http.build_request("GET", self._url(run_id), headers=self._headers, timeout=self._timeout)
         failure: APIError | None = None
         try:
-            response = self._http.send(request, stream=True, follow_redirects=False)
+            response = self._http.send(self._request(run_id), stream=True, follow_redirects=False)
             try:
                 self._check_declared_size(run_id, response)
                 body = bytearray()
@@ -507,13 +513,10 @@ class AsyncParallelClient(_ClientCore):
         **options: Any,
     ) -> None:
         super().__init__(api_key, **options)
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.AsyncClient(
-            transport=transport or AiohttpTransport(limits=self._limits()),
-            timeout=self._timeout,
-            limits=self._limits(),
-            follow_redirects=False,
-        )
+        # Without an injected client, requests go straight to the transport: an AsyncClient's cookie,
+        # auth and redirect handling cost about as much as the request itself, and none is wanted here.
+        self._http = http_client
+        self._transport = None if http_client else (transport or AiohttpTransport(limits=self._limits()))
         self._sleep = asyncio.sleep
 
     async def get_task_run_input(self, run_id: str) -> TaskRunInput:
@@ -538,10 +541,9 @@ class AsyncParallelClient(_ClientCore):
         return refused
 
     async def _attempt(self, run_id: str, started: float) -> TaskRunInput:
-        request = self._http.build_request("GET", self._url(run_id), headers=self._headers, timeout=self._timeout)
         failure: APIError | None = None
         try:
-            response = await self._http.send(request, stream=True, follow_redirects=False)
+            response = await self._send(self._request(run_id))
             try:
                 self._check_declared_size(run_id, response)
                 body = bytearray()
@@ -594,10 +596,16 @@ class AsyncParallelClient(_ClientCore):
             by_position[positions[result.run_id].pop(0)] = result
         return [by_position[i] for i in range(len(ids))]
 
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        if self._transport is not None:
+            return await self._transport.handle_async_request(request)
+        assert self._http is not None
+        return await self._http.send(request, stream=True, follow_redirects=False)
+
     async def aclose(self) -> None:
-        """Close the connection pool (only if this client created it)."""
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the connection pool (an injected ``http_client`` is left open)."""
+        if self._transport is not None:
+            await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncParallelClient:
         return self
