@@ -10,19 +10,29 @@ fetched or not, and one failing run never loses the others' records.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks import resolve_credentials
-from parallel_tasks.lineage import build_failure_record, summarize
+from parallel_tasks.lineage import build_failure_record, read_latest, resolve_storage, summarize
 from parallel_tasks.models import AuditSummary, RunInputRecord
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
@@ -35,6 +45,26 @@ from parallel_tasks.tasks import (
 
 SUMMARY_ARTIFACT_KEY = "parallel-run-input-audit"
 PARALLEL_BATCHES = 4
+DASK_ENV_VAR = "PARALLEL_TASKS_DASK_ADDRESS"
+CHUNK_POLL_SECONDS = 2.0
+
+
+def task_runner_from_environment() -> TaskRunner[Any]:
+    """The task runner for the batches, chosen by configuration, not code.
+
+    ``PARALLEL_TASKS_DASK_ADDRESS`` unset: Prefect's thread pool. ``local`` or ``local:N``: a Dask
+    LocalCluster of N worker processes (2 by default). Anything else: the address of a running Dask
+    scheduler (``tcp://scheduler:8786``). Dask needs the extra: ``pip install 'prefect-parallel-tasks[dask]'``.
+    """
+    address = os.environ.get(DASK_ENV_VAR, "").strip()
+    if not address:
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if address == "local" or address.startswith("local:"):
+        workers = int(address.partition(":")[2] or 2)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    return DaskTaskRunner(address=address)
 
 
 def load_run_ids(path: str | Path) -> list[str]:
@@ -109,7 +139,64 @@ def _mapped(run_ids: list[str], credentials: Any, storage: str | None, artifacts
     return records
 
 
-@flow(name="audit-run-inputs")
+def _chunked(
+    run_ids: list[str], chunk_size: int, deployment: str, child_parameters: dict[str, Any], base_url: str
+) -> list[RunInputRecord]:
+    """Run each chunk of run ids as a flow run of ``deployment`` (so any worker may take it), wait for
+    them all, then gather every run's outcome from the record storage, the source of truth."""
+    logger = get_run_logger()
+    chunks = [run_ids[i : i + chunk_size] for i in range(0, len(run_ids), chunk_size)]
+    children: dict[UUID, list[str]] = {}
+    for number, chunk in enumerate(chunks, start=1):
+        child = run_deployment(
+            deployment,
+            parameters={**child_parameters, "run_ids": chunk},
+            flow_run_name=f"audit-chunk-{number}-of-{len(chunks)}",
+            timeout=0,
+        )
+        children[child.id] = chunk
+    logger.info("Started %d chunk flow runs of %s (%d runs each)", len(chunks), deployment, chunk_size)
+    finished = _wait_for_flow_runs(list(children), logger)
+    storage_block = child_parameters.get("storage_block")
+    return run_coro_as_sync(_gather_outcomes(children, finished, storage_block, base_url))
+
+
+def _wait_for_flow_runs(ids: list[UUID], logger: Any) -> dict[UUID, FlowRun]:
+    """Poll until every flow run is in a final state, logging as chunks finish."""
+    done: dict[UUID, FlowRun] = {}
+    with get_client(sync_client=True) as client:
+        while len(done) < len(ids):
+            time.sleep(CHUNK_POLL_SECONDS)
+            pending = [i for i in ids if i not in done]
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=pending))):
+                if run.state is not None and run.state.is_final():
+                    done[run.id] = run
+                    logger.info("Chunk %s finished: %s (%d/%d)", run.name, run.state.name, len(done), len(ids))
+    return done
+
+
+async def _gather_outcomes(
+    children: dict[UUID, list[str]], finished: dict[UUID, FlowRun], storage_block: str | None, base_url: str
+) -> list[RunInputRecord]:
+    """Each run's latest record, if its chunk's flow run wrote it; else a failure naming the chunk."""
+    storage = await resolve_storage(storage_block)
+    limit = asyncio.Semaphore(64)
+
+    async def outcome(child_id: UUID, run_id: str) -> RunInputRecord:
+        async with limit:
+            latest = await read_latest(storage, run_id)
+        if latest is not None and latest.flow_run_id == str(child_id):
+            return latest
+        run = finished[child_id]
+        state = run.state.name if run.state else "unknown"
+        return build_failure_record(
+            run_id, RuntimeError(f"chunk flow run {run.name} ended {state} without a record"), base_url=base_url
+        )
+
+    return list(await asyncio.gather(*(outcome(child, run_id) for child, ids in children.items() for run_id in ids)))
+
+
+@flow(name="audit-run-inputs", task_runner=task_runner_from_environment())
 def audit_run_inputs(
     run_ids: list[str] | None = None,
     run_ids_file: str | None = None,
@@ -120,6 +207,8 @@ def audit_run_inputs(
     per_run_artifacts: bool = False,
     use_map: bool = False,
     fail_on_errors: bool = True,
+    chunk_size: int | None = None,
+    chunk_deployment: str = "audit-run-inputs/audit-chunk",
 ) -> State[AuditSummary]:
     """Fetch, validate and record the inputs of many runs, then publish one summary table.
 
@@ -133,6 +222,10 @@ def audit_run_inputs(
         per_run_artifacts: Also create each run's markdown and metadata artifacts (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).
         fail_on_errors: End in a Failed state when any input could not be fetched; the records are kept either way.
+        chunk_size: Split the run ids into chunks of this size and run each as a flow run of
+            ``chunk_deployment``, so several workers (on several machines) share the work; the
+            results are gathered into this run's summary.
+        chunk_deployment: The deployment (``flow-name/deployment-name``) that audits one chunk.
     """
     logger = get_run_logger()
     given = list(run_ids or []) + (load_run_ids(run_ids_file) if run_ids_file else [])
@@ -143,7 +236,17 @@ def audit_run_inputs(
         raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
-    if use_map:
+    if chunk_size is not None and len(distinct) > chunk_size:
+        child_parameters = {
+            "credentials_block": credentials_block,
+            "max_concurrency": max_concurrency,
+            "batch_size": batch_size,
+            "storage_block": storage_block,
+            "per_run_artifacts": per_run_artifacts,
+            "fail_on_errors": False,
+        }
+        records = _chunked(distinct, chunk_size, chunk_deployment, child_parameters, credentials.base_url)
+    elif use_map:
         records = _mapped(distinct, credentials, storage_block, per_run_artifacts)
     else:
         records = _batched(distinct, batch_size, credentials, max_concurrency, storage_block, per_run_artifacts)

@@ -41,6 +41,7 @@ __all__ = [
     "event_payload",
     "latest_key",
     "metadata_table",
+    "read_latest",
     "render_markdown",
     "resolve_storage",
     "sha256_hex",
@@ -189,7 +190,7 @@ async def _call(storage: Any, name: str, *args: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-async def _read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecord | None:
+async def read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecord | None:
     """The run's previous outcome, or ``None`` if there is none (or it was left unreadable by a crash)."""
     try:
         data = await _call(storage, "read_path", latest_key(run_id))
@@ -203,7 +204,7 @@ async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> R
 
     A content record is written only when its hash is new for the run; the latest pointer always.
     """
-    previous = await _read_latest(storage, record.run_id)
+    previous = await read_latest(storage, record.run_id)
     # A failed audit in between keeps the last hash known, so drift is still seen afterwards.
     previous_sha = (previous.sha256 or previous.previous_sha256) if previous is not None else None
     digest = record.sha256

@@ -272,3 +272,41 @@ def test_canary_key_never_reaches_prefect(
     assert not [text for text in seen if CANARY_KEY in text]
     # The MCP header secret of the demo run was masked everywhere too.
     assert not [text for text in seen if "emu_sk_" in text or "Bearer sk-" in text]
+
+
+def test_dask_task_runner_gives_the_same_records_as_the_default(
+    credentials_block: str, clean_emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.filesystems import LocalFileSystem
+    from prefect.settings import PREFECT_API_URL
+    from prefect_dask import DaskTaskRunner
+
+    # Dask workers are other processes: they find the test server through the environment.
+    monkeypatch.setenv("PREFECT_API_URL", str(PREFECT_API_URL.value()))
+    run_ids = [*clean_emulator.store.ids()[:60], "trun_missing"]
+    folders = {}
+    for runner in ("default", "dask"):
+        LocalFileSystem(basepath=str(tmp_path / runner)).save(f"records-{runner}", overwrite=True)
+        folders[runner] = tmp_path / runner
+        audit = audit_run_inputs
+        if runner == "dask":
+            cluster = {"n_workers": 2, "threads_per_worker": 1, "processes": True}
+            audit = audit_run_inputs.with_options(task_runner=DaskTaskRunner(cluster_kwargs=cluster))
+        state = audit(
+            run_ids=run_ids,
+            credentials_block=credentials_block,
+            storage_block=f"local-file-system/records-{runner}",
+            batch_size=20,
+            return_state=True,
+        )
+        assert state.is_failed() and state.message.startswith("1 of 61 runs could not be fetched")
+
+    def contents(folder: Path) -> dict[str, Any]:
+        found = {}
+        for path in folder.glob("parallel-run-inputs/*/*.json"):
+            record = json.loads(path.read_text())
+            found[str(path.relative_to(folder))] = {k: record[k] for k in ("run_id", "status", "sha256", "input")}
+        return found
+
+    default, dask = contents(folders["default"]), contents(folders["dask"])
+    assert len(default) == 61 + 60 and default == dask
