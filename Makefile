@@ -42,3 +42,9 @@ clean:
 
 demo: install
 	$(PY) flows/demo.py
+
+# Ready a running Prefect server (PREFECT_API_URL) for the deployments: block types, the `parallel` credentials block
+# from PARALLEL_API_KEY (or `make deploy EMULATOR=http://127.0.0.1:8787`), the parallel-process work pool, and
+# deployments/prefect.yaml. Idempotent: a second run reports "unchanged".
+deploy: install
+	$(PY) -m parallel_tasks setup $(if $(EMULATOR),--emulator $(EMULATOR))

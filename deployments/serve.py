@@ -1,0 +1,54 @@
+"""The single-process alternative to prefect.yaml + a worker: one long-running process that registers both
+deployments (with their schedules) and runs their flow runs itself. No work pool, no worker.
+
+    prefect server start                                        # another terminal
+    python -m parallel_tasks setup --no-deploy                  # the ParallelCredentials block (and block types)
+    python deployments/serve.py                                 # Ctrl-C (or SIGTERM) stops it
+    prefect deployment run fetch-run-input/on-demand-serve --param run_id=trun_...
+
+It checks for scheduled runs every 10 s (PREFECT_RUNNER_POLL_FREQUENCY); when it is stopped its schedules
+pause, and nothing runs until it is started again. For runs that must happen even when this process is down,
+use deployments/prefect.yaml and a worker.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the flows/ package, when run as `python deployments/serve.py`
+
+from flows.audit_run_inputs import audit_run_inputs  # noqa: E402
+from flows.fetch_run_input import fetch_run_input  # noqa: E402
+
+CREDENTIALS_BLOCK = "parallel"  # the block's name; the key never becomes a parameter
+RUN_IDS_FILE = REPO / "deployments" / "run_ids.txt"
+
+
+def deployments() -> list[RunnerDeployment]:
+    """The same two deployments as deployments/prefect.yaml, named ``*-serve`` so that both can coexist."""
+    nightly = audit_run_inputs.to_deployment(
+        name="nightly-serve",
+        description="Audit the run inputs listed in deployments/run_ids.txt every night at 02:00 UTC.",
+        schedules=[Cron("0 2 * * *", timezone="UTC", slug="nightly-0200-utc")],
+        parameters={"credentials_block": CREDENTIALS_BLOCK, "run_ids_file": str(RUN_IDS_FILE)},
+        tags=["parallel", "audit", "nightly"],
+        concurrency_limit=1,
+    )
+    on_demand = fetch_run_input.to_deployment(
+        name="on-demand-serve",
+        description="Fetch, validate and record one run's input; run it with --param run_id=trun_...",
+        parameters={"credentials_block": CREDENTIALS_BLOCK},
+        tags=["parallel", "fetch", "on-demand"],
+        concurrency_limit=4,
+    )
+    return [nightly, on_demand]
+
+
+if __name__ == "__main__":
+    serve(*deployments())

@@ -1,0 +1,8 @@
+"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.setup`)."""
+
+import sys
+
+from parallel_tasks.setup import main
+
+if __name__ == "__main__":
+    sys.exit(main())

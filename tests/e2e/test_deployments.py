@@ -1,0 +1,232 @@
+"""Deployments end to end, with the real parts: ``prefect server start``, ``python -m parallel_tasks setup``
+(deploying ``deployments/prefect.yaml``), ``prefect deployment run``, ``prefect worker start --run-once``, the
+server's scheduler, and the emulator over HTTP. The tests share one server and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.schedules import IntervalSchedule
+from prefect.exceptions import ObjectNotFound
+
+from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, load_run_ids
+from parallel_tasks import ParallelCredentials, setup
+from parallel_tasks.lineage import artifact_key, latest_key, verify_record
+from tests.e2e.conftest import BLOCK, E2E_KEY, POOL, REPO, SetupRuns, Stack, started
+
+pytestmark = pytest.mark.e2e
+
+AUDIT = "audit-run-inputs/nightly"
+FETCH = "fetch-run-input/on-demand"
+RUN_ID = "trun_900d0000000000000000000000000001"
+SCHEDULED_RUN_ID = "trun_900d0000000000000000000000000002"
+SERVED_RUN_ID = "trun_900d0000000000000000000000000003"
+
+
+@pytest.fixture(scope="module")
+def client(stack: Stack) -> Iterator[SyncPrefectClient]:
+    """A client of the e2e server (not of the test session's own Prefect)."""
+    with SyncPrefectClient(stack.api_url) as prefect_client:
+        yield prefect_client
+
+
+def steps(output: str) -> dict[str, str]:
+    """``step: outcome`` lines of the set-up output."""
+    return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+
+
+def test_setup_configures_everything_then_changes_nothing(
+    setup_runs: SetupRuns, client: SyncPrefectClient, emulator_url: str
+) -> None:
+    first, second = steps(setup_runs[0].stdout), steps(setup_runs[1].stdout)
+    assert first == {
+        "block types": "registered parallel-credentials",
+        f"credentials block {BLOCK!r}": f"created (base_url {emulator_url})",
+        f"work pool {POOL!r}": "created (type process)",
+        "deployments": f"deployed {AUDIT} (new); audit-run-inputs/audit-chunk (new); {FETCH} (new)",
+        "setup": "done",
+    }
+    assert set(second.values()) == {"unchanged"} and len(second) == 5, setup_runs[1].stdout
+    assert not any(E2E_KEY in run.stdout + run.stderr for run in setup_runs)
+
+    assert client.read_work_pool(POOL).type == "process"
+    audit, fetch = client.read_deployment_by_name(AUDIT), client.read_deployment_by_name(FETCH)
+    (nightly,) = audit.schedules
+    assert nightly.active and nightly.schedule.model_dump() == {"cron": "0 2 * * *", "timezone": "UTC", "day_or": True}
+    assert audit.parameters["credentials_block"] == fetch.parameters["credentials_block"] == BLOCK
+    assert audit.global_concurrency_limit and audit.global_concurrency_limit.limit == 1
+    assert fetch.global_concurrency_limit and fetch.global_concurrency_limit.limit == 4
+    assert {"parallel", "nightly"} <= set(audit.tags)
+    assert audit.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}]
+    for deployment in (audit, fetch):  # the key is in the block only: not a parameter, not a job variable
+        assert E2E_KEY not in json.dumps(deployment.model_dump(mode="json"))
+
+
+@pytest.fixture
+def on_stack(stack: Stack, setup_runs: SetupRuns, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """This process's Prefect settings pointed at the e2e server, for calling the set-up steps in-process."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PARALLEL_API_KEY", raising=False)
+    monkeypatch.delenv("PARALLEL_BASE_URL", raising=False)
+    with temporary_settings({PREFECT_API_URL: stack.api_url}):
+        yield
+
+
+def test_setup_steps_update_what_changed_and_keep_what_is_not_given(
+    on_stack: None, client: SyncPrefectClient, emulator_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(setup.SetupError, match="PARALLEL_API_KEY"):
+        setup.save_credentials(name)  # no key anywhere and no block yet
+    monkeypatch.setenv("PARALLEL_API_KEY", "key-one")
+    assert setup.save_credentials(name, emulator_url).startswith("created")
+    assert setup.save_credentials(name, emulator_url) == "unchanged"
+    monkeypatch.setenv("PARALLEL_API_KEY", "key-two")
+    assert setup.save_credentials(name, emulator_url).startswith("updated")
+    monkeypatch.delenv("PARALLEL_API_KEY")
+    assert setup.save_credentials(name).startswith("unchanged (PARALLEL_API_KEY not set")
+    assert ParallelCredentials.load(name).base_url == emulator_url
+
+    assert setup.register_block_types(client) == setup.ensure_work_pool(client) == "unchanged"
+    client.create_work_pool(WorkPoolCreate(name="e2e-not-process", type="prefect-agent"))
+    with pytest.raises(setup.SetupError, match="type 'prefect-agent'"):
+        setup.ensure_work_pool(client, "e2e-not-process")
+
+
+def test_setup_sees_which_deployment_fields_differ(on_stack: None, client: SyncPrefectClient, tmp_path: Path) -> None:
+    text = (REPO / "deployments" / "prefect.yaml").read_text()
+    assert setup.outdated_deployments(client, REPO / "deployments" / "prefect.yaml", REPO) == []
+    changed = tmp_path / "prefect.yaml"
+    changed.write_text(text.replace('cron: "0 2 * * *"', 'cron: "0 3 * * *"').replace("limit: 1", "limit: 2"))
+    assert setup.outdated_deployments(client, changed, REPO) == [f"{AUDIT} (concurrency, schedules)"]
+    changed.write_text(text.replace("name: on-demand", "name: on-demand-2").replace("fetch, on-demand]", "fetch]"))
+    assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-demand-2 (new)"]
+
+
+def wait_for_children(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` has no child processes (Linux's /proc; elsewhere a fixed pause)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        time.sleep(5)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if not any(f.read_text().strip() for f in tasks.glob("*/children")):
+                return
+        except OSError:  # a thread ended while we read
+            pass
+        time.sleep(0.2)
+
+
+def completed(client: SyncPrefectClient, flow_run_id: str | uuid.UUID) -> FlowRun:
+    flow_run = client.read_flow_run(uuid.UUID(str(flow_run_id)))
+    assert flow_run.state is not None
+    assert flow_run.state.type == StateType.COMPLETED, (flow_run.name, flow_run.state)
+    return flow_run
+
+
+def stored_record(stack: Stack, run_id: str) -> dict[str, object]:
+    """The run's latest outcome, after checking the content record it points to."""
+    latest = json.loads((stack.results / latest_key(run_id)).read_text())
+    content = stack.results / latest["record_key"]
+    record = verify_record(content.read_bytes())  # raises if the stored record does not match its hash
+    assert record.run_id == run_id and record.sha256 == latest["sha256"]
+    return dict(latest)
+
+
+def test_deployment_runs_complete_on_a_process_worker(
+    stack: Stack, setup_runs: SetupRuns, client: SyncPrefectClient
+) -> None:
+    fetch_run = stack.deployment_run(FETCH, f"run_id={RUN_ID}")
+    audit_run = stack.deployment_run(AUDIT)
+
+    stack.worker_once()
+
+    fetched, audited = completed(client, fetch_run), completed(client, audit_run)
+    assert fetched.parameters == {"run_id": RUN_ID, "credentials_block": BLOCK}
+    assert "12 runs" in (audited.state.message if audited.state else "")
+    for run_id in load_run_ids(REPO / "deployments" / "run_ids.txt"):
+        assert stored_record(stack, run_id)["status"] in ("ok", "invalid")
+    keys = [artifact_key(RUN_ID), f"{artifact_key(RUN_ID)}-metadata", SUMMARY_ARTIFACT_KEY]
+    artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
+    made_by = {artifact.key: artifact.flow_run_id for artifact in artifacts}
+    assert made_by == {keys[0]: fetched.id, keys[1]: fetched.id, keys[2]: audited.id}
+
+
+def test_interval_schedule_gets_runs_from_the_scheduler_and_the_worker_runs_one(
+    stack: Stack, setup_runs: SetupRuns, client: SyncPrefectClient
+) -> None:
+    on_demand = client.read_deployment_by_name(FETCH)
+    deployment_id = client.create_deployment(
+        flow_id=on_demand.flow_id,
+        name=f"every-10s-{uuid.uuid4().hex[:6]}",
+        entrypoint=on_demand.entrypoint,
+        work_pool_name=POOL,
+        pull_steps=on_demand.pull_steps,
+        parameter_openapi_schema=on_demand.parameter_openapi_schema,
+        parameters={"run_id": SCHEDULED_RUN_ID, "credentials_block": BLOCK},
+        schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=10)), active=True)],
+    )
+    only_this = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler service creates the runs; nothing here does
+            runs = client.read_flow_runs(deployment_filter=only_this)
+            now = datetime.now(timezone.utc)
+            if any(r.expected_start_time and r.expected_start_time <= now + timedelta(seconds=8) for r in runs):
+                break
+            assert time.monotonic() < deadline, "the scheduler made no run due within 60 s"
+            time.sleep(1)
+        assert all(r.auto_scheduled for r in runs)
+
+        stack.worker_once("--limit", "1")
+
+        runs = client.read_flow_runs(deployment_filter=only_this)
+        done = [r for r in runs if r.state and r.state.type == StateType.COMPLETED]
+        assert done, [(r.name, r.state) for r in runs]
+        assert stored_record(stack, SCHEDULED_RUN_ID)["status"] == "ok"
+    finally:
+        client.delete_deployment(deployment_id)  # stop the schedule
+
+
+def test_serve_registers_both_deployments_and_runs_a_flow_run(
+    stack: Stack, setup_runs: SetupRuns, client: SyncPrefectClient
+) -> None:
+    log = stack.home / "serve.log"
+    serve_env = {**stack.env, "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    with started([sys.executable, str(REPO / "deployments" / "serve.py")], serve_env, log) as serving:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                fetch = client.read_deployment_by_name("fetch-run-input/on-demand-serve")
+                break
+            except ObjectNotFound:
+                assert time.monotonic() < deadline, f"serve.py registered nothing in 90 s:\n{log.read_text()}"
+                time.sleep(1)
+        nightly = client.read_deployment_by_name("audit-run-inputs/nightly-serve")
+        assert nightly.schedules[0].schedule.model_dump()["cron"] == "0 2 * * *"
+        flow_run = client.create_flow_run_from_deployment(fetch.id, parameters={"run_id": SERVED_RUN_ID})
+        while True:
+            state = client.read_flow_run(flow_run.id).state
+            if state and state.is_final():
+                break
+            assert time.monotonic() < deadline + 90, f"the served run did not finish:\n{log.read_text()}"
+            time.sleep(1)
+        # A runner stopped while a finished run's process is still exiting marks that run Cancelled: let it exit.
+        wait_for_children(serving.pid, timeout=30)
+    completed(client, flow_run.id)
+    assert stored_record(stack, SERVED_RUN_ID)["status"] == "ok"
