@@ -48,3 +48,9 @@ demo: install
 # deployments/prefect.yaml. Idempotent: a second run reports "unchanged".
 deploy: install
 	$(PY) -m parallel_tasks setup $(if $(EMULATOR),--emulator $(EMULATOR))
+
+# Benchmarks (issue 6), not part of `make test`: about 30 minutes on 2 busy cores; writes
+# benchmarks/results/latest.{md,png,json}. BENCH_ARGS="--quick" for a smoke run (N = 100 and 1,000 only).
+bench: | $(UV)
+	$(UV) sync --frozen --all-extras --group bench
+	$(PY) benchmarks/run.py $(BENCH_ARGS)

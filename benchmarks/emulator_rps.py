@@ -12,40 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import aiohttp
+from _common import API_KEY, cpu_seconds, start_emulator, stop_process
 
 from parallel_tasks.emulator import generate_runs
-
-API_KEY = "bench-key"
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    """Start the command on a free port; return the process and the base URL it printed."""
-    command = [
-        sys.executable, "-m", "parallel_tasks.emulator", "--port", "0", "--runs", str(args.runs),
-        "--seed", str(args.seed), "--api-key", API_KEY, "--http", args.http, "--loop", args.loop,
-    ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    return process, process.stdout.readline().strip()
 
 
 async def drive(base_url: str, run_ids: list[str], args: argparse.Namespace) -> tuple[float, list[float], Counter[int]]:
@@ -88,14 +64,13 @@ def main() -> None:
     args = parser.parse_args()
 
     run_ids = list(generate_runs(args.runs, args.seed))  # the same ids the server generates
-    process, base_url = start_emulator(args)
+    process, base_url = start_emulator(args.runs, seed=args.seed, http=args.http, loop=args.loop)
     try:
         cpu_before = cpu_seconds(process.pid)
         elapsed, latencies, statuses = asyncio.run(drive(base_url, run_ids, args))
         cpu_after = cpu_seconds(process.pid)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
     quantiles = statistics.quantiles(latencies, n=100)
     print(f"emulator {base_url}  http={args.http} loop={args.loop}  runs={args.runs}  concurrency={args.concurrency}")
     print(f"requests {len(latencies)} in {elapsed:.2f} s: {len(latencies) / elapsed:,.0f} requests/s")
