@@ -8,22 +8,25 @@ and sleeping differ between them. The clients know nothing of Prefect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import json
 import re
+import ssl
 import time
 import unicodedata
+import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from itertools import islice
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import aiohttp
 import httpx
 import pydantic
-from httpx_aiohttp import AiohttpTransport
 
 from parallel_tasks._logging import debug_enabled, get_logger
 from parallel_tasks._version import __version__
@@ -62,6 +65,10 @@ DEFAULT_READ_TIMEOUT = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RUN_ID_LENGTH = 256
 USER_AGENT = f"prefect-parallel-tasks/{__version__}"
+
+_CHUNK = 64 * 1024
+Headers = Mapping[str, str]
+"""Response headers, case-insensitive (httpx's ``Headers`` or aiohttp's ``CIMultiDictProxy``)."""
 
 _PLAIN_RUN_ID = re.compile(r"[A-Za-z0-9_\-]{1,256}")
 _FORBIDDEN_RUN_ID_CHARS = frozenset("/?#%")
@@ -215,10 +222,17 @@ class _ClientCore:
         detail = self._redact(str(exc)) or "no detail"
         return cls(f"Request {what} for run {run_id!r}: {type(exc).__name__}: {detail}", run_id=run_id)
 
-    def _check_declared_size(self, run_id: str, response: httpx.Response) -> None:
-        declared = response.headers.get("content-length", "")
+    def _check_declared_size(self, run_id: str, status: int, headers: Headers) -> None:
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_response_bytes:
-            raise self._too_large(run_id, response.status_code, f"declares {declared} bytes")
+            raise self._too_large(run_id, status, f"declares {declared} bytes")
+
+    def _add_chunk(self, run_id: str, status: int, body: bytearray, chunk: bytes, started: float) -> None:
+        """Grow the body by one chunk, refusing to go past the size cap or the overall deadline."""
+        body += chunk
+        if len(body) > self.max_response_bytes:
+            raise self._too_large(run_id, status, "is larger")
+        self._check_deadline(run_id, started)
 
     def _too_large(self, run_id: str, status_code: int, what: str) -> ResponseTooLargeError:
         return ResponseTooLargeError(
@@ -236,14 +250,13 @@ class _ClientCore:
                 run_id=run_id,
             )
 
-    def _interpret(self, run_id: str, response: httpx.Response, body: bytes) -> TaskRunInput:
+    def _interpret(self, run_id: str, status: int, headers: Headers, body: bytes) -> TaskRunInput:
         """The parsed input for a 2xx, else the matching error (raised)."""
-        status = response.status_code
         if 200 <= status < 300:
-            return self._parse_run_input(run_id, status, response.headers, body)
-        raise self._status_error(run_id, response, body)
+            return self._parse_run_input(run_id, status, headers, body)
+        raise self._status_error(run_id, status, headers, body)
 
-    def _parse_run_input(self, run_id: str, status: int, headers: httpx.Headers, body: bytes) -> TaskRunInput:
+    def _parse_run_input(self, run_id: str, status: int, headers: Headers, body: bytes) -> TaskRunInput:
         try:
             return TaskRunInput.model_validate_json(body)
         except pydantic.ValidationError as exc:
@@ -262,11 +275,10 @@ class _ClientCore:
             error.retryable = not_json
         raise error
 
-    def _status_error(self, run_id: str, response: httpx.Response, body: bytes) -> APIStatusError:
-        status = response.status_code
-        ref_id, message, detail = self._redact(_parse_error_body(body, response.headers))
+    def _status_error(self, run_id: str, status: int, headers: Headers, body: bytes) -> APIStatusError:
+        ref_id, message, detail = self._redact(_parse_error_body(body, headers))
         if 300 <= status < 400:
-            target = httpx.URL(response.headers.get("location", ""))
+            target = httpx.URL(headers.get("location", ""))
             origin = f"{target.scheme}://{target.host}" if target.host else "the same origin"
             message = f"redirect to {origin} not followed (the API key is sent to {self.base_url} only)"
         cls = error_class_for_status(status)
@@ -276,7 +288,7 @@ class _ClientCore:
             reason = None
         kwargs: dict[str, Any] = {}
         if cls is RateLimitError:
-            kwargs["retry_after"] = parse_retry_after(response.headers)
+            kwargs["retry_after"] = parse_retry_after(headers)
         return cls(
             message,
             status_code=status,
@@ -284,7 +296,7 @@ class _ClientCore:
             ref_id=ref_id,
             detail=detail,
             reason=reason,
-            response_headers=self._redact({k.lower(): v for k, v in response.headers.items()}),
+            response_headers=self._redact({k.lower(): v for k, v in headers.items()}),
             **kwargs,
         )
 
@@ -344,7 +356,7 @@ class _ClientCore:
         )
 
 
-def _parse_error_body(body: bytes, headers: httpx.Headers) -> tuple[str | None, str, dict[str, Any] | None]:
+def _parse_error_body(body: bytes, headers: Headers) -> tuple[str | None, str, dict[str, Any] | None]:
     """(ref_id, message, detail) from the spec's envelope, the envelope without ``type``, or any other body."""
     try:
         data = json.loads(body)
@@ -367,7 +379,7 @@ def _parse_error_body(body: bytes, headers: httpx.Headers) -> tuple[str | None, 
     return None, _describe_body(body, headers), None
 
 
-def _describe_body(body: bytes, headers: httpx.Headers) -> str:
+def _describe_body(body: bytes, headers: Headers) -> str:
     """A short description of a body that is not the API's error envelope (an HTML proxy page)."""
     kind = headers.get("content-type", "no content type").split(";")[0]
     text = body[:4096].decode("utf-8", "replace")
@@ -451,20 +463,17 @@ class ParallelClient(_ClientCore):
         try:
             response = self._http.send(self._request(run_id), stream=True, follow_redirects=False)
             try:
-                self._check_declared_size(run_id, response)
+                self._check_declared_size(run_id, response.status_code, response.headers)
                 body = bytearray()
                 for chunk in response.iter_bytes():
-                    body += chunk
-                    if len(body) > self.max_response_bytes:
-                        raise self._too_large(run_id, response.status_code, "is larger")
-                    self._check_deadline(run_id, started)
+                    self._add_chunk(run_id, response.status_code, body, chunk, started)
             finally:
                 response.close()
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
             failure = self._transport_error(run_id, exc)
         if failure is not None:
             raise failure
-        return self._interpret(run_id, response, bytes(body))
+        return self._interpret(run_id, response.status_code, response.headers, bytes(body))
 
     def close(self) -> None:
         """Close the connection pool (only if this client created it)."""
@@ -484,10 +493,14 @@ class AsyncParallelClient(_ClientCore):
     """Asynchronous client for the Parallel Task API's run inputs, with a batch API.
 
     Takes the same arguments as :class:`ParallelClient`, with an ``httpx.AsyncClient`` or an
-    async transport. By default requests go through aiohttp (``httpx-aiohttp``'s transport) under
-    httpx's API: httpx's own async transport collapses past about 32 concurrent requests (132
-    requests/s at 64 on a 2-core machine, against about 1,000 for aiohttp; see ``benchmarks/``).
-    Pass ``transport=httpx.AsyncHTTPTransport()`` to use httpx's own.
+    async transport. By default requests go through aiohttp, chosen by measurement (``benchmarks/``):
+    httpx's own async transport collapses past about 32 concurrent requests (132 requests/s at 64 on a
+    2-core machine, against about 1,000 for aiohttp), and driving aiohttp through httpx's objects
+    (``httpx-aiohttp``) costs about a quarter more CPU per request. Pass an httpx ``transport``
+    (``httpx.AsyncHTTPTransport()``, ``httpx_aiohttp.AiohttpTransport()``) or ``http_client`` to use
+    httpx instead; the behaviour, errors and retries are the same either way. (aiohttp also resends a
+    request once by itself when a reused keep-alive connection turns out to be closed, as RFC 9112
+    allows for idempotent requests.)
 
     Example:
         >>> import asyncio
@@ -513,10 +526,21 @@ class AsyncParallelClient(_ClientCore):
         **options: Any,
     ) -> None:
         super().__init__(api_key, **options)
-        # Without an injected client, requests go straight to the transport: an AsyncClient's cookie,
-        # auth and redirect handling cost about as much as the request itself, and none is wanted here.
+        # A given transport gets requests straight, without an AsyncClient: its cookie, auth and redirect
+        # handling cost about as much as the request itself, and none of it is wanted here.
         self._http = http_client
-        self._transport = None if http_client else (transport or AiohttpTransport(limits=self._limits()))
+        self._transport = None if http_client else transport
+        self._session: aiohttp.ClientSession | None = None  # opened on first use, inside the event loop
+        self._plain_headers = dict(self._headers)
+        # The proxy for the one host this client talks to, from HTTP(S)_PROXY / NO_PROXY, looked up once
+        # (aiohttp's trust_env would look it up, and read .netrc, in a thread for every request).
+        self._proxy = _environment_proxy(self._base_url)
+        self._aiohttp_timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self._timeout.pool,
+            sock_connect=self._timeout.connect,
+            sock_read=self._timeout.read,
+        )
         self._sleep = asyncio.sleep
 
     async def get_task_run_input(self, run_id: str) -> TaskRunInput:
@@ -543,22 +567,49 @@ class AsyncParallelClient(_ClientCore):
     async def _attempt(self, run_id: str, started: float) -> TaskRunInput:
         failure: APIError | None = None
         try:
-            response = await self._send(self._request(run_id))
-            try:
-                self._check_declared_size(run_id, response)
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > self.max_response_bytes:
-                        raise self._too_large(run_id, response.status_code, "is larger")
-                    self._check_deadline(run_id, started)
-            finally:
-                await response.aclose()
-        except (httpx.TransportError, httpx.DecodingError, OSError, asyncio.TimeoutError) as exc:
+            if self._http is None and self._transport is None:
+                status, headers, body = await self._exchange_aiohttp(run_id, started)
+            else:
+                status, headers, body = await self._exchange_httpx(run_id, started)
+        except (httpx.TransportError, httpx.DecodingError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             failure = self._transport_error(run_id, exc)
         if failure is not None:
             raise failure
-        return self._interpret(run_id, response, bytes(body))
+        return self._interpret(run_id, status, headers, body)
+
+    async def _exchange_aiohttp(self, run_id: str, started: float) -> tuple[int, Headers, bytes]:
+        """One GET through aiohttp itself: the default, and the fastest way measured (see the class docs)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._limits().max_connections or 100, ssl=_ssl_context()),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        url = f"{self._base_url}{_encoded_path(run_id)}"
+        async with self._session.get(
+            url, headers=self._plain_headers, allow_redirects=False, timeout=self._aiohttp_timeout, proxy=self._proxy
+        ) as response:
+            self._check_declared_size(run_id, response.status, response.headers)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                self._add_chunk(run_id, response.status, body, chunk, started)
+            return response.status, response.headers, bytes(body)
+
+    async def _exchange_httpx(self, run_id: str, started: float) -> tuple[int, Headers, bytes]:
+        """One GET through the given httpx transport or client."""
+        request = self._request(run_id)
+        if self._transport is not None:
+            response = await self._transport.handle_async_request(request)
+        else:
+            assert self._http is not None
+            response = await self._http.send(request, stream=True, follow_redirects=False)
+        try:
+            self._check_declared_size(run_id, response.status_code, response.headers)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                self._add_chunk(run_id, response.status_code, body, chunk, started)
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers, bytes(body)
 
     async def iter_task_run_inputs(
         self, run_ids: Iterable[str], *, concurrency: int = 16, quiet: bool = True
@@ -596,14 +647,10 @@ class AsyncParallelClient(_ClientCore):
             by_position[positions[result.run_id].pop(0)] = result
         return [by_position[i] for i in range(len(ids))]
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        if self._transport is not None:
-            return await self._transport.handle_async_request(request)
-        assert self._http is not None
-        return await self._http.send(request, stream=True, follow_redirects=False)
-
     async def aclose(self) -> None:
         """Close the connection pool (an injected ``http_client`` is left open)."""
+        if self._session is not None:
+            await self._session.close()
         if self._transport is not None:
             await self._transport.aclose()
 
@@ -614,6 +661,22 @@ class AsyncParallelClient(_ClientCore):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+def _environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, unless NO_PROXY exempts its host."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verified TLS context per process (the system's CAs, honouring SSL_CERT_FILE): loading
+    certificates costs milliseconds, too much to pay per client."""
+    return ssl.create_default_context()
 
 
 def _ms(started: float) -> float:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
+import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -69,7 +71,12 @@ def sha256_hex(data: bytes) -> str:
 
 
 def _path_segment(run_id: str) -> str:
-    return quote(run_id, safe="")
+    """The run id as one path segment: percent-encoded, and never empty, ``.`` or ``..`` (a record of a
+    refused run id must not land outside its folder)."""
+    segment = quote(run_id, safe="")
+    if segment.strip(".") == "":
+        return "%" + "%2E" * len(segment)
+    return segment
 
 
 def content_key(run_id: str, sha256: str) -> str:
@@ -183,18 +190,46 @@ async def resolve_storage(storage: WritableFileSystem | str | Path | None = None
     return await aresolve_result_storage(storage)
 
 
-async def _call(storage: Any, name: str, *args: Any) -> Any:
-    """Call a filesystem block method the async way when the block offers one."""
-    method = getattr(storage, f"a{name}", None) or getattr(storage, name)
-    result = method(*args)
-    return await result if inspect.isawaitable(result) else result
+def _local_folder(storage: Any) -> Path | None:
+    """The folder of a local filesystem block; None for any other storage (S3, GCS, ...)."""
+    from prefect.filesystems import LocalFileSystem
+
+    if type(storage) is not LocalFileSystem:
+        return None
+    return Path(storage.basepath or ".").expanduser().absolute()
+
+
+async def _read(storage: Any, key: str) -> bytes:
+    folder = _local_folder(storage)
+    if folder is not None:
+        return (folder / key).read_bytes()
+    method = getattr(storage, "aread_path", None) or storage.read_path
+    result = method(key)
+    return bytes(await result if inspect.isawaitable(result) else result)
+
+
+async def _write(storage: Any, key: str, content: bytes) -> None:
+    """Write one object. On the local filesystem, straight from the event loop (a small file costs less
+    than a thread hop) and atomically (a temporary file renamed into place), so a crash mid-write never
+    leaves a torn record; other blocks write through their own async API."""
+    folder = _local_folder(storage)
+    if folder is None:
+        method = getattr(storage, "awrite_path", None) or storage.write_path
+        result = method(key, content)
+        if inspect.isawaitable(result):
+            await result
+        return
+    target = folder / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    partial.write_bytes(content)
+    os.replace(partial, target)
 
 
 async def read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecord | None:
     """The run's previous outcome, or ``None`` if there is none (or it was left unreadable by a crash)."""
     try:
-        data = await _call(storage, "read_path", latest_key(run_id))
-        return RunInputRecord.model_validate_json(data)
+        return RunInputRecord.model_validate_json(await _read(storage, latest_key(run_id)))
     except Exception:  # a missing key raises differently in every filesystem block
         return None
 
@@ -211,9 +246,9 @@ async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> R
     drift = digest is not None and previous_sha is not None and previous_sha != digest
     record = record.model_copy(update={"previous_sha256": previous_sha, "drift": drift})
     if digest is not None and previous_sha != digest:
-        await _call(storage, "write_path", content_key(record.run_id, digest), _dump(record))
+        await _write(storage, content_key(record.run_id, digest), _dump(record))
     pointer = record.model_copy(update={"input": None})
-    await _call(storage, "write_path", latest_key(record.run_id), _dump(pointer))
+    await _write(storage, latest_key(record.run_id), _dump(pointer))
     return record
 
 

@@ -9,6 +9,7 @@ inside the schema itself (and the bundled meta-schemas), through a registry that
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import re
@@ -398,6 +399,34 @@ def _unusable(field: str, exc: BaseException) -> Violation:
     return _violation(json_path("task_spec", field, "json_schema"), f"{field}.unusable", message, "")
 
 
+def _schema_text(schema: Any) -> str | None:
+    """A cache key for a schema: its canonical JSON (None when it has none, e.g. mixed key types)."""
+    try:
+        return json.dumps(schema, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_schema_violations(field: str, text: str) -> tuple[Violation, ...]:
+    return tuple(_schema_violations(field, json.loads(text)))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_validator(text: str) -> Draft202012Validator | None:
+    return _compile(json.loads(text))
+
+
+def _compile(schema: Any) -> Draft202012Validator | None:
+    """A validator for a valid schema; None for one check_schemas reports (matching it would mislead)."""
+    try:
+        if not _META_VALIDATOR.is_valid(schema):
+            return None
+        return Draft202012Validator(schema, registry=_NO_FETCH_REGISTRY)
+    except Exception:
+        return None  # check_schemas reports it as unusable
+
+
 def _schema_violations(field: str, spec: Any) -> list[Violation]:
     """Why one input or output schema is not a usable JSON Schema; empty when it is fine or not JSON."""
     kind = _schema_kind(spec)
@@ -435,8 +464,12 @@ def check_schemas(body: Body) -> list[Violation]:
     found = []
     if "output_schema" not in task_spec:
         found.append(_violation("$.task_spec.output_schema", "body.missing_field", "is missing; it is required", ""))
+    # Checking a schema against the meta-schema costs milliseconds, and audits see the same task specs
+    # over and over: the verdict is cached by the schema's canonical text.
     for field in ("input_schema", "output_schema"):
-        found += _schema_violations(field, task_spec.get(field))
+        spec = task_spec.get(field)
+        text = _schema_text(spec)
+        found += _cached_schema_violations(field, text) if text is not None else _schema_violations(field, spec)
     return found
 
 
@@ -470,12 +503,10 @@ def check_input(body: Body) -> list[Violation]:
     schema = _mapping(input_schema).get("json_schema")
     if not isinstance(run_input, Mapping) or not isinstance(schema, Mapping):
         return []
-    try:
-        if not _META_VALIDATOR.is_valid(schema):
-            return []  # check_schemas reports it; matching against an invalid schema would mislead
-        validator = Draft202012Validator(schema, registry=_NO_FETCH_REGISTRY)
-    except Exception:
-        return []  # check_schemas reports it as unusable
+    text = _schema_text(schema)
+    validator = _cached_validator(text) if text is not None else _compile(schema)
+    if validator is None:
+        return []
     found: list[Violation] = []
     try:
         for error in validator.iter_errors(run_input):

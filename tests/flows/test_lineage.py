@@ -167,3 +167,31 @@ def test_summarize_counts_and_rows() -> None:
     assert ValidationReport(violations=(Violation(path="$", rule="r", severity="warning", message="m"),)).verdict == (
         "valid_with_warnings"
     )
+
+
+@pytest.mark.parametrize("run_id", ["", ".", "..", "../..", "a/../b"])
+async def test_records_of_refused_run_ids_stay_inside_their_folder(tmp_path: Path, run_id: str) -> None:
+    storage = LocalFileSystem(basepath=str(tmp_path / "records"))
+    await store_record(storage, build_failure_record(run_id, ValueError("refused"), base_url="u"))
+    (written,) = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written.parent.parent == tmp_path / "records" / "parallel-run-inputs"
+    assert json.loads(written.read_text())["run_id"] == run_id
+
+
+async def test_local_writes_are_atomic_and_leave_no_partial_files(tmp_path: Path) -> None:
+    storage = LocalFileSystem(basepath=str(tmp_path))
+    stored = await store_record(storage, record_of(BODY))
+    assert sorted(p.name for p in (tmp_path / "parallel-run-inputs" / RUN).iterdir()) == sorted(
+        [f"{stored.sha256}.json", "latest.json"]
+    )
+
+
+async def test_other_filesystem_blocks_go_through_their_own_api(tmp_path: Path) -> None:
+    from prefect.filesystems import RemoteFileSystem
+
+    storage = RemoteFileSystem(basepath=f"memory://records/{tmp_path.name}")  # fsspec's in-memory filesystem
+    first = await store_record(storage, record_of(BODY))
+    again = await store_record(storage, record_of({**BODY, "processor": "pro"}))
+    assert again.drift and again.previous_sha256 == first.sha256
+    verify_record(await storage.aread_path(content_key(RUN, again.sha256 or "")))
+    assert not (tmp_path / "parallel-run-inputs").exists()

@@ -8,6 +8,7 @@ import contextlib
 import copy
 import doctest
 import io
+import json
 import os
 import re
 import socket
@@ -331,6 +332,24 @@ def test_docstring_examples_run() -> None:
     assert result.failed == 0
 
 
+@pytest.fixture
+def fresh_schema_caches() -> Iterator[None]:
+    """Schema verdicts are cached by schema text: a test that changes how schemas are checked starts and
+    ends with empty caches, so it neither sees nor leaves a cached verdict."""
+    for cache in (validation._cached_schema_violations, validation._cached_validator):
+        cache.cache_clear()
+    yield
+    for cache in (validation._cached_schema_violations, validation._cached_validator):
+        cache.cache_clear()
+
+
+def test_schema_verdicts_are_cached_by_schema_text(fresh_schema_caches: None) -> None:
+    validate_task_run_input(VALID)
+    validate_task_run_input(json.loads(json.dumps(VALID)))
+    assert validation._cached_schema_violations.cache_info().hits >= 2
+
+
+@pytest.mark.usefixtures("fresh_schema_caches")
 def test_unexpected_jsonschema_exception_becomes_a_violation(monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(self: Any, instance: Any) -> Iterator[Any]:
         raise RuntimeError("boom")
