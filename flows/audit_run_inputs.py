@@ -25,6 +25,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed, State
@@ -82,40 +83,80 @@ def _distinct(run_ids: list[str]) -> list[str]:
     return list(dict.fromkeys(run_ids))
 
 
+class _Collector:
+    """Gathers the outcome of each batch as it finishes: materializes its assets and logs progress
+    about every 10%. A batch that broke as a whole counts as a failure of each of its runs."""
+
+    def __init__(self, total: int, base_url: str) -> None:
+        self.total, self.base_url = total, base_url
+        self.records: list[RunInputRecord] = []
+        self._next_progress = 10
+        self._logger = get_run_logger()
+
+    def add(self, batch: list[str], outcome: list[RunInputRecord] | BaseException, last: bool) -> None:
+        if isinstance(outcome, BaseException):
+            self._logger.error("A batch of %d runs failed: %s", len(batch), outcome)
+            outcome = [build_failure_record(run_id, outcome, base_url=self.base_url) for run_id in batch]
+        self.records += outcome
+        materialize_run_input_assets(outcome, name="materialize-run-inputs")
+        percent = 100 * len(self.records) // self.total
+        if percent >= self._next_progress or last:
+            failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in self.records)
+            self._logger.info(
+                "Progress: %d/%d runs (%d%%), %d not fetched", len(self.records), self.total, percent, failed
+            )
+            self._next_progress = (percent // 10 + 1) * 10
+
+
 def _batched(
     run_ids: list[str], batch_size: int | None, credentials: Any, concurrency: int, storage: str | None, artifacts: bool
 ) -> list[RunInputRecord]:
-    """Run the batch tasks, a few at a time, logging progress as each batch finishes."""
-    logger = get_run_logger()
+    """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them).
+
+    With Prefect's default thread-pool runner the batches share one event loop: threads each running
+    a loop would only fight over the GIL. Any other runner (Dask, say) gets them through ``submit``.
+    """
     size = batch_size or max(50, math.ceil(len(run_ids) / 10))
     batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
     width = min(PARALLEL_BATCHES, len(batches))
-    per_batch = max(1, concurrency // max(width, 1))
+    options: dict[str, Any] = {"concurrency": max(1, concurrency // width), "storage": storage, "artifacts": artifacts}
+    collector = _Collector(len(run_ids), credentials.base_url)
+    context = FlowRunContext.get()
+    if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
+        run_coro_as_sync(_in_one_loop(batches, width, credentials, options, collector))
+    else:
+        _through_task_runner(batches, width, credentials, options, collector)
+    return collector.records
+
+
+async def _in_one_loop(
+    batches: list[list[str]], width: int, credentials: Any, options: dict[str, Any], collector: _Collector
+) -> None:
+    limit = asyncio.Semaphore(width)
+
+    async def run(number: int, batch: list[str]) -> tuple[list[str], Any]:
+        async with limit:
+            state = await audit_run_inputs_batch(batch, credentials, batch_number=number, return_state=True, **options)
+        return batch, await state.aresult(raise_on_failure=False)
+
+    pending = [run(number, batch) for number, batch in enumerate(batches, start=1)]
+    for done, finished in enumerate(asyncio.as_completed(pending), start=1):
+        batch, outcome = await finished
+        collector.add(batch, outcome, last=done == len(batches))
+
+
+def _through_task_runner(
+    batches: list[list[str]], width: int, credentials: Any, options: dict[str, Any], collector: _Collector
+) -> None:
     waiting = list(enumerate(batches, start=1))
     running: dict[PrefectFuture[list[RunInputRecord]], list[str]] = {}
-    records: list[RunInputRecord] = []
-    next_progress = 10
     while waiting or running:
         while waiting and len(running) < width:
             number, batch = waiting.pop(0)
-            future = audit_run_inputs_batch.submit(
-                batch, credentials, concurrency=per_batch, storage=storage, artifacts=artifacts, batch_number=number
-            )
-            running[future] = batch
+            running[audit_run_inputs_batch.submit(batch, credentials, batch_number=number, **options)] = batch
         future = next(as_completed(list(running)))
         batch = running.pop(future)
-        outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException):  # the whole batch broke: every run in it is a failure
-            logger.error("A batch of %d runs failed: %s", len(batch), outcome)
-            outcome = [build_failure_record(run_id, outcome, base_url=credentials.base_url) for run_id in batch]
-        records += outcome
-        materialize_run_input_assets(outcome, name="materialize-run-inputs")
-        percent = 100 * len(records) // len(run_ids)
-        if percent >= next_progress or not (waiting or running):
-            failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in records)
-            logger.info("Progress: %d/%d runs (%d%%), %d not fetched", len(records), len(run_ids), percent, failed)
-            next_progress = (percent // 10 + 1) * 10
-    return records
+        collector.add(batch, future.result(raise_on_failure=False), last=not (waiting or running))
 
 
 def _mapped(run_ids: list[str], credentials: Any, storage: str | None, artifacts: bool) -> list[RunInputRecord]:
