@@ -49,6 +49,9 @@ demo: install
 deploy: install
 	$(PY) -m parallel_tasks setup $(if $(EMULATOR),--emulator $(EMULATOR))
 
+test-scale: install
+	$(PY) -m pytest tests/scale -m scale -s -p no:cacheprovider --no-cov $(PYTEST_ARGS)
+
 # Benchmarks (issue 6), not part of `make test`: about 30 minutes on 2 busy cores; writes
 # benchmarks/results/latest.{md,png,json}. BENCH_ARGS="--quick" for a smoke run (N = 100 and 1,000 only).
 bench: | $(UV)
