@@ -19,7 +19,6 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
-from itertools import islice
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -621,20 +620,34 @@ class AsyncParallelClient(_ClientCore):
         """
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        # ``concurrency`` workers share one iterator of ids and hand their outcomes over a bounded queue:
+        # constant work per run (waiting on a set of tasks costs in proportion to its size, per run).
         pending_ids = iter(run_ids)
-        running = {asyncio.ensure_future(self.fetch(r, quiet=quiet)) for r in islice(pending_ids, concurrency)}
+        outcomes: asyncio.Queue[FetchResult | Exception | None] = asyncio.Queue(maxsize=concurrency)
+
+        async def work() -> None:
+            try:
+                for run_id in pending_ids:
+                    await outcomes.put(await self.fetch(run_id, quiet=quiet))
+            except Exception as error:  # a bug, not a failed fetch (fetch reports those): surface it
+                await outcomes.put(error)
+            await outcomes.put(None)
+
+        workers = [asyncio.ensure_future(work()) for _ in range(concurrency)]
         try:
-            while running:
-                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for run_id in islice(pending_ids, len(done)):
-                    running.add(asyncio.ensure_future(self.fetch(run_id, quiet=quiet)))
-                for task in done:
-                    yield task.result()
+            finished = 0
+            while finished < concurrency:
+                outcome = await outcomes.get()
+                if outcome is None:
+                    finished += 1
+                elif isinstance(outcome, Exception):
+                    raise outcome
+                else:
+                    yield outcome
         finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
 
     async def get_task_run_inputs(self, run_ids: Iterable[str], *, concurrency: int = 16) -> list[FetchResult]:
         """Fetch many inputs concurrently; the outcomes come back in the order of ``run_ids``."""

@@ -481,3 +481,31 @@ async def test_batch_never_runs_more_than_its_concurrency() -> None:
     with pytest.raises(ValueError, match="concurrency"):
         async with AsyncParallelClient(KEY) as c:
             await c.get_task_run_inputs(["a"], concurrency=0)
+
+
+async def test_batch_stops_cleanly_when_the_consumer_stops_early(router: respx.Router) -> None:
+    router.route().respond(200, json=GOOD_BODY)
+    async with AsyncParallelClient(KEY, transport=httpx.MockTransport(router.handler)) as c:
+        results = c.iter_task_run_inputs((f"trun_{i}" for i in range(1000)), concurrency=8)
+        taken = [await results.__anext__() for _ in range(3)]
+        await results.aclose()
+    assert len(taken) == 3 and all(r.ok for r in taken)
+    assert router.calls.call_count < 30  # it did not go on fetching the other 997
+    assert [t for t in asyncio.all_tasks() if "iter_task_run_inputs.<locals>.work" in repr(t)] == []
+
+
+async def test_a_bug_inside_the_batch_surfaces_instead_of_hanging(
+    router: respx.Router, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    router.route().respond(200, json=GOOD_BODY)
+    async with AsyncParallelClient(KEY, transport=httpx.MockTransport(router.handler)) as c:
+        original = c.fetch
+
+        async def broken(run_id: str, *, quiet: bool = False) -> Any:
+            if run_id == "trun_5":
+                raise RuntimeError("a bug")
+            return await original(run_id, quiet=quiet)
+
+        monkeypatch.setattr(c, "fetch", broken)
+        with pytest.raises(RuntimeError, match="a bug"):
+            await c.get_task_run_inputs([f"trun_{i}" for i in range(20)], concurrency=4)
