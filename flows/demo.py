@@ -55,6 +55,14 @@ def main() -> int:
     summary = state.result()
     print(f"\naudit-run-inputs: {state.name}: {state.message}\n")
     print_table(summary.rows, ["run_id", "status", "violations", "sha256", "detail"])
+    from prefect.settings import get_current_settings
+
+    records = Path(get_current_settings().results.local_storage_path) / "parallel-run-inputs"
+    print(f"\nRecords (redacted canonical JSON, sha256-addressed): {records}/<run id>/")
+    print(
+        '  verify one: .venv/bin/python -c "from parallel_tasks.lineage import verify_record; import sys; '
+        "print(verify_record(open(sys.argv[1], 'rb').read()).sha256)\" <record.json>"
+    )
     print("\nArtifacts:")
     print(f"  {SUMMARY_ARTIFACT_KEY}  (the audit's summary table)")
     for run_id in run_ids[:3]:
