@@ -27,7 +27,7 @@ from parallel_tasks.emulator import generate_runs
 from parallel_tasks.lineage import verify_record
 from tests.e2e.conftest import PREFECT, REPO, Stack, free_port, prefect_env, started
 
-pytestmark = pytest.mark.scale
+pytestmark = [pytest.mark.scale, pytest.mark.timeout(3600)]
 
 RUNS = int(os.environ.get("SCALE_RUNS", "20000"))
 CHUNK = int(os.environ.get("SCALE_CHUNK", "1000"))
