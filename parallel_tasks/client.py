@@ -11,8 +11,10 @@ import asyncio
 import functools
 import ipaddress
 import json
+import math
 import re
 import ssl
+import sys
 import time
 import unicodedata
 import urllib.request
@@ -24,6 +26,11 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # the same API, from the package aiohttp itself depends on there
+    from async_timeout import timeout as _timeout
 import httpx
 import pydantic
 
@@ -223,7 +230,7 @@ class _ClientCore:
 
     def _check_declared_size(self, run_id: str, status: int, headers: Headers) -> None:
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_response_bytes:
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_response_bytes:
             raise self._too_large(run_id, status, f"declares {declared} bytes")
 
     def _add_chunk(self, run_id: str, status: int, body: bytearray, chunk: bytes, started: float) -> None:
@@ -257,7 +264,7 @@ class _ClientCore:
 
     def _parse_run_input(self, run_id: str, status: int, headers: Headers, body: bytes) -> TaskRunInput:
         try:
-            return TaskRunInput.model_validate_json(body)
+            run_input = TaskRunInput.model_validate_json(body)
         except pydantic.ValidationError as exc:
             not_json = any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
             if not_json:
@@ -272,14 +279,21 @@ class _ClientCore:
             error = ResponseValidationError(self._redact(message), run_id=run_id, status_code=status)
             # A body that is not JSON at all is most often a broken transfer or a proxy page: retry it.
             error.retryable = not_json
-        raise error
+            raise error from None
+        if _MAYBE_NON_FINITE.search(body) and _has_non_finite_number(body):
+            message = (
+                f"{status} response for run {run_id!r} holds a number that is NaN, Infinity or out of the float range,"
+                " which canonical JSON cannot record"
+            )
+            raise ResponseValidationError(message, run_id=run_id, status_code=status)
+        return run_input
 
     def _status_error(self, run_id: str, status: int, headers: Headers, body: bytes) -> APIStatusError:
         ref_id, message, detail = self._redact(_parse_error_body(body, headers))
         if 300 <= status < 400:
-            target = httpx.URL(headers.get("location", ""))
-            origin = f"{target.scheme}://{target.host}" if target.host else "the same origin"
-            message = f"redirect to {origin} not followed (the API key is sent to {self.base_url} only)"
+            message = (
+                f"redirect to {_redirect_origin(headers)} not followed (the API key is sent to {self.base_url} only)"
+            )
         cls = error_class_for_status(status)
         try:
             reason = HTTPStatus(status).phrase
@@ -343,6 +357,13 @@ class _ClientCore:
             log("parallel.task_run_input.fetched", run_id=run_id, status=200, attempt=attempts, elapsed_ms=elapsed_ms)
         return FetchResult(run_id, run_input=run_input, attempts=attempts, elapsed_ms=elapsed_ms)
 
+    def _unexpected(self, run_id: str, error: Exception) -> FetchResult:
+        """The outcome of a fetch that raised what ``fetch`` never should (a bug): logged, and kept as this
+        run's error so a batch goes on. Not chained: an httpx exception would carry the request's key."""
+        message = self._redact(f"Unexpected {type(error).__name__} while fetching run {run_id!r}: {error}")
+        self._log.error("parallel.task_run_input.unexpected_error", run_id=run_id, error=message)
+        return FetchResult(str(run_id), error=ParallelError(message))
+
     def _log_failure(self, error: ParallelError, attempts: int, started: float, reason: str) -> None:
         self._log.warning(
             "parallel.task_run_input.failed",
@@ -359,7 +380,7 @@ def _parse_error_body(body: bytes, headers: Headers) -> tuple[str | None, str, d
     """(ref_id, message, detail) from the spec's envelope, the envelope without ``type``, or any other body."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # not JSON, or nested too deep to decode (a broken proxy's page)
         data = None
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         try:
@@ -376,6 +397,47 @@ def _parse_error_body(body: bytes, headers: Headers) -> tuple[str | None, str, d
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return None, data["message"], None
     return None, _describe_body(body, headers), None
+
+
+# What a non-finite number can look like (NaN, Infinity, 1e400, 400 digits): a cheap test on every body,
+# so that only the rare body that matches is decoded a second time.
+_MAYBE_NON_FINITE = re.compile(rb"NaN|Infinity|[eE][+]?[0-9]{3}|[0-9]{300}")
+
+
+def _has_non_finite_number(body: bytes) -> bool:
+    """Whether a body pydantic accepted has a number that is NaN or infinite as a float: pydantic takes
+    them, but canonical JSON (and any JSON encoder's default) cannot write them back."""
+
+    def constant(text: str) -> float:
+        raise _NonFinite(text)
+
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise _NonFinite(text)
+        return value
+
+    try:
+        json.loads(body, parse_constant=constant, parse_float=number)
+    except _NonFinite:
+        return True
+    except (ValueError, RecursionError):
+        return False  # pydantic's parser took it; the standard one cannot say more
+    return False
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _redirect_origin(headers: Headers) -> str:
+    """Where a 3xx points, for its error message: ``scheme://host``, or why that cannot be said."""
+    location = headers.get("location", "")
+    try:
+        target = httpx.URL(location)
+    except (httpx.InvalidURL, ValueError):  # ValueError: UnicodeError for bytes that are not text
+        return "an unusable Location"
+    return f"{target.scheme}://{target.host}" if target.host else "the same origin"
 
 
 def _describe_body(body: bytes, headers: Headers) -> str:
@@ -470,6 +532,11 @@ class ParallelClient(_ClientCore):
                 response.close()
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
             failure = self._transport_error(run_id, exc)
+        except httpx.InvalidURL as exc:  # httpx prepares the next request of a redirect, even one not followed
+            message = (
+                f"Redirect response for run {run_id!r} has a Location that is not a usable URL ({exc}); not followed"
+            )
+            failure = ResponseValidationError(self._redact(message), run_id=run_id)
         if failure is not None:
             raise failure
         return self._interpret(run_id, response.status_code, response.headers, bytes(body))
@@ -584,14 +651,35 @@ class AsyncParallelClient(_ClientCore):
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
         url = f"{self._base_url}{_encoded_path(run_id)}"
-        async with self._session.get(
-            url, headers=self._plain_headers, allow_redirects=False, timeout=self._aiohttp_timeout, proxy=self._proxy
-        ) as response:
-            self._check_declared_size(run_id, response.status, response.headers)
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(_CHUNK):
-                self._add_chunk(run_id, response.status, body, chunk, started)
-            return response.status, response.headers, bytes(body)
+        # A guard of our own on top of aiohttp's timeouts: some malformed responses (a 1xx with a large body,
+        # a chunk longer than declared) stall aiohttp's parser with reading paused, where its sock_read
+        # timer never runs. The guard allows connect + read until the headers, then read per chunk.
+        loop, read = asyncio.get_running_loop(), self._timeout.read or DEFAULT_READ_TIMEOUT
+        guard = _timeout((self._timeout.connect or DEFAULT_CONNECT_TIMEOUT) + read)
+        try:
+            async with (
+                guard,
+                self._session.get(
+                    url,
+                    headers=self._plain_headers,
+                    allow_redirects=False,
+                    timeout=self._aiohttp_timeout,
+                    proxy=self._proxy,
+                ) as response,
+            ):
+                self._check_declared_size(run_id, response.status, response.headers)
+                body = bytearray()
+                guard.reschedule(loop.time() + read)
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    self._add_chunk(run_id, response.status, body, chunk, started)
+                    guard.reschedule(loop.time() + read)
+                return response.status, response.headers, bytes(body)
+        except asyncio.TimeoutError:
+            if guard.expired():
+                raise APITimeoutError(
+                    f"Request timed out for run {run_id!r}: no progress for {read:g}s", run_id=run_id
+                ) from None
+            raise
 
     async def _exchange_httpx(self, run_id: str, started: float) -> tuple[int, Headers, bytes]:
         """One GET through the given httpx transport or client."""
@@ -628,8 +716,12 @@ class AsyncParallelClient(_ClientCore):
         async def work() -> None:
             try:
                 for run_id in pending_ids:
-                    await outcomes.put(await self.fetch(run_id, quiet=quiet))
-            except Exception as error:  # a bug, not a failed fetch (fetch reports those): surface it
+                    try:
+                        result = await self.fetch(run_id, quiet=quiet)
+                    except Exception as error:  # a bug, not a failed fetch: it costs this run only
+                        result = self._unexpected(run_id, error)
+                    await outcomes.put(result)
+            except Exception as error:  # the run ids' iterable itself failed: surface it
                 await outcomes.put(error)
             await outcomes.put(None)
 

@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from parallel_tasks.client import DEFAULT_BASE_URL
+from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
 from parallel_tasks.credentials import (
     BASE_URL_ENV_VAR,
     ParallelCredentials,
@@ -265,13 +265,25 @@ async def audit_run_inputs_batch(
         base_url = client.base_url
         async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
             ids: dict[str, Any] = {"base_url": base_url, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
-            if result.run_input is not None:
-                record = build_record(result.run_id, result.run_input, _validate(result.run_input), **ids)
-            else:
-                record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
-            try:
-                record = await record_outcome(target, record, artifacts=artifacts)
-            except Exception as error:  # storage or publishing broke for this run: say so, go on
-                record = build_failure_record(result.run_id, error, **ids)
+            record = await _record_fetch_result(target, result, ids, artifacts)
             outcomes.append(record.model_copy(update={"input": None}))
     return outcomes
+
+
+async def _record_fetch_result(
+    target: WritableFileSystem, result: FetchResult, ids: dict[str, Any], artifacts: bool
+) -> RunInputRecord:
+    """Validate and record one run's outcome. Whatever breaks for this run (a bug in the validation,
+    storage, publishing) makes it a failed run whose error is stored when storage still works."""
+    try:
+        if result.run_input is not None:
+            record = build_record(result.run_id, result.run_input, _validate(result.run_input), **ids)
+        else:
+            record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
+        return await record_outcome(target, record, artifacts=artifacts)
+    except Exception as error:
+        failure = build_failure_record(result.run_id, error, **ids)
+    try:
+        return await record_outcome(target, failure, artifacts=False)
+    except Exception:  # storage itself is broken: the failure is still reported in the summary
+        return failure

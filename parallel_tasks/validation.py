@@ -407,14 +407,30 @@ def _schema_text(schema: Any) -> str | None:
         return None
 
 
-@functools.lru_cache(maxsize=1024)
-def _cached_schema_violations(field: str, text: str) -> tuple[Violation, ...]:
-    return tuple(_schema_violations(field, json.loads(text)))
+class _ByText:
+    """A schema that hashes and compares by its canonical text, so a cache keyed on the text still
+    computes from the object itself (text that dumped near the recursion limit may not load back)."""
+
+    __slots__ = ("schema", "text")
+
+    def __init__(self, schema: Any, text: str) -> None:
+        self.schema, self.text = schema, text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByText) and other.text == self.text
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_validator(text: str) -> Draft202012Validator | None:
-    return _compile(json.loads(text))
+def _cached_schema_violations(field: str, spec: _ByText) -> tuple[Violation, ...]:
+    return tuple(_schema_violations(field, spec.schema))
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_validator(schema: _ByText) -> Draft202012Validator | None:
+    return _compile(schema.schema)
 
 
 def _compile(schema: Any) -> Draft202012Validator | None:
@@ -469,7 +485,11 @@ def check_schemas(body: Body) -> list[Violation]:
     for field in ("input_schema", "output_schema"):
         spec = task_spec.get(field)
         text = _schema_text(spec)
-        found += _cached_schema_violations(field, text) if text is not None else _schema_violations(field, spec)
+        found += (
+            _cached_schema_violations(field, _ByText(spec, text))
+            if text is not None
+            else _schema_violations(field, spec)
+        )
     return found
 
 
@@ -504,7 +524,7 @@ def check_input(body: Body) -> list[Violation]:
     if not isinstance(run_input, Mapping) or not isinstance(schema, Mapping):
         return []
     text = _schema_text(schema)
-    validator = _cached_validator(text) if text is not None else _compile(schema)
+    validator = _cached_validator(_ByText(schema, text)) if text is not None else _compile(schema)
     if validator is None:
         return []
     found: list[Violation] = []

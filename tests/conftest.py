@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,3 +59,13 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=90), temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
         yield
+
+
+@pytest.fixture
+def storage(prefect_harness: None, tmp_path: Path) -> tuple[str, Path]:
+    """A LocalFileSystem block of the test's own (its slug, and the folder it writes to)."""
+    from prefect.filesystems import LocalFileSystem
+
+    name = f"records-{uuid.uuid4().hex[:8]}"
+    LocalFileSystem(basepath=str(tmp_path / "records")).save(name, overwrite=True)
+    return f"local-file-system/{name}", tmp_path / "records"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import pickle
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from parallel_tasks import (
     InvalidRunIdError,
     NotFoundError,
     ParallelClient,
+    ParallelError,
     PaymentRequiredError,
     PermissionDeniedError,
     RateLimitError,
@@ -36,6 +38,7 @@ from parallel_tasks import (
     TaskRunInput,
     UnprocessableEntityError,
 )
+from parallel_tasks._logging import LOGGER_NAME
 from parallel_tasks.client import USER_AGENT, run_input_path, validate_base_url, validate_run_id
 from tests.conftest import spec_examples
 
@@ -494,18 +497,39 @@ async def test_batch_stops_cleanly_when_the_consumer_stops_early(router: respx.R
     assert [t for t in asyncio.all_tasks() if "iter_task_run_inputs.<locals>.work" in repr(t)] == []
 
 
-async def test_a_bug_inside_the_batch_surfaces_instead_of_hanging(
-    router: respx.Router, monkeypatch: pytest.MonkeyPatch
+async def test_a_bug_inside_one_fetch_costs_only_that_run(
+    router: respx.Router, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)
     router.route().respond(200, json=GOOD_BODY)
     async with AsyncParallelClient(KEY, transport=httpx.MockTransport(router.handler)) as c:
         original = c.fetch
 
         async def broken(run_id: str, *, quiet: bool = False) -> Any:
             if run_id == "trun_5":
-                raise RuntimeError("a bug")
+                raise RuntimeError(f"a bug near {KEY}")
             return await original(run_id, quiet=quiet)
 
         monkeypatch.setattr(c, "fetch", broken)
-        with pytest.raises(RuntimeError, match="a bug"):
-            await c.get_task_run_inputs([f"trun_{i}" for i in range(20)], concurrency=4)
+        results = await c.get_task_run_inputs([f"trun_{i}" for i in range(20)], concurrency=4)
+    assert [r.ok for r in results] == [i != 5 for i in range(20)]
+    error = results[5].error
+    assert type(error) is ParallelError and error.__cause__ is None
+    assert str(error).startswith("Unexpected RuntimeError while fetching run 'trun_5': a bug near") and KEY not in str(
+        error
+    )
+    (logged,) = [r.parallel_event for r in caplog.records if r.levelno == logging.ERROR]
+    assert logged["event"] == "parallel.task_run_input.unexpected_error" and logged["run_id"] == "trun_5"
+    assert KEY not in caplog.text and KEY not in repr(caplog.records)
+
+
+async def test_an_iterable_of_run_ids_that_raises_surfaces_instead_of_hanging(router: respx.Router) -> None:
+    router.route().respond(200, json=GOOD_BODY)
+
+    def run_ids() -> Any:
+        yield "trun_1"
+        raise OSError("the run id file went away")
+
+    async with AsyncParallelClient(KEY, transport=httpx.MockTransport(router.handler)) as c:
+        with pytest.raises(OSError, match="went away"):
+            await asyncio.wait_for(c.get_task_run_inputs(run_ids(), concurrency=4), 10)

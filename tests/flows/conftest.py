@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,16 +44,6 @@ def credentials_block(prefect_harness: None, emulator_url: str) -> str:
     name = f"emulator-{uuid.uuid4().hex[:8]}"
     ParallelCredentials(api_key=FLOW_KEY, base_url=emulator_url, max_retries=3).save(name, overwrite=True)
     return name
-
-
-@pytest.fixture
-def storage(prefect_harness: None, tmp_path: Path) -> tuple[str, Path]:
-    """A LocalFileSystem block of the test's own (its slug, and the folder it writes to)."""
-    from prefect.filesystems import LocalFileSystem
-
-    name = f"records-{uuid.uuid4().hex[:8]}"
-    LocalFileSystem(basepath=str(tmp_path / "records")).save(name, overwrite=True)
-    return f"local-file-system/{name}", tmp_path / "records"
 
 
 @pytest.fixture
