@@ -87,14 +87,14 @@ def number(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def table(rows: list[dict[str, Any]]) -> list[str]:
-    """The markdown results table, one line per (latency, N, concurrency, client)."""
+def table(rows: list[dict[str, Any]], only: set[tuple[float, int, int]] | None = None) -> list[str]:
+    """The markdown results table, one line per (latency, N, concurrency, client); ``only`` some configurations."""
     lines = [
         "| latency | N | c | client | runs timed | runs/s | x (a) | p50 ms | x (a) | p95 ms | x (a) "
         "| peak RSS MB | x (a) | CPU µs/run | load | notes |",
         "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    configs = sorted({key(row) for row in rows})
+    configs = sorted({key(row) for row in rows if only is None or key(row) in only})
     for config in configs:
         reference = find(rows, "aiohttp", config) or {}
         for client in CLIENT_ORDER:
@@ -321,10 +321,51 @@ def chart(data: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
+README_START, README_END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+# The configurations the targets are about, shown in the README (latest.md has all of them).
+README_CONFIGS = {(50.0, 1000, 64), (50.0, 10000, 64), (0.0, 1000, 64)}
+
+
+def readme_section(data: dict[str, Any]) -> str:
+    """The README's benchmark section: the machine, the targets, the targeted rows, the chart."""
+    machine = data["machine"]
+    return "\n".join(
+        [
+            README_START,
+            f"Latest `make bench` run, {machine['date']}: {machine['cpu']}, {machine['cores']} cores, {machine['ram']} "
+            f"RAM, {machine['python']}; code {data.get('code', 'unknown')}; load average at start "
+            f"{machine['load_at_start']} (a shared machine: every figure is compared with (a) measured in the same "
+            "run).",
+            "",
+            *(target.line() for target in targets(data["rows"])),
+            "",
+            *table(data["rows"], only=README_CONFIGS),
+            "",
+            "![runs per second relative to aiohttp](benchmarks/results/latest.png)",
+            "",
+            "Every configuration (0 and 50 ms; N = 100, 1,000 and 10,000; concurrency 16 and 64), how each figure is "
+            "measured, and the ephemeral server's start-up: "
+            "[`benchmarks/results/latest.md`](benchmarks/results/latest.md).",
+            README_END,
+        ]
+    )
+
+
+def update_readme(data: dict[str, Any], readme: Path) -> None:
+    """Replace the README's benchmark section (between its markers) with this run's."""
+    text = readme.read_text()
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        print(f"{readme}: no {README_START} ... {README_END} section; not updated")
+        return
+    readme.write_text(text[:start] + readme_section(data) + text[end + len(README_END) :])
+
+
 def write_reports(data: dict[str, Any], directory: Path) -> None:
-    """Write ``latest.json``, ``latest.md`` and ``latest.png``; print the targets."""
+    """Write ``latest.json``, ``latest.md`` and ``latest.png``, and the README's section; print the targets."""
     (directory / "latest.json").write_text(json.dumps(data, indent=1) + "\n")
     (directory / "latest.md").write_text(markdown(data))
+    update_readme(data, directory.parent.parent / "README.md")
     try:
         chart(data, directory / "latest.png")
     except Exception as exc:  # a missing matplotlib must not lose the table

@@ -61,8 +61,17 @@ _ASSET_RESTRICTED = frozenset("\n\r\t\0 #?&%\"'<>[]{}|\\^`~")
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8: the same data always gives the same bytes."""
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    """Sorted keys, no insignificant whitespace, UTF-8: the same data always gives the same bytes.
+
+    Raises:
+        ValueError: The data holds NaN or an infinite number (1e400 parses as one), which JSON cannot write.
+    """
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        raise ValueError("cannot be recorded as canonical JSON: it holds NaN or an infinite number") from None
 
 
 def sha256_hex(data: bytes) -> str:
