@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from .core import Emulator
 
-__all__ = ["base_url_for", "bind_socket", "make_server", "run_emulator_server"]
+__all__ = ["base_url_for", "bind_socket", "make_server", "run_emulator_server", "serve_in_thread"]
 
 HttpImpl = Literal["auto", "h11", "httptools"]
 LoopImpl = Literal["auto", "asyncio", "uvloop"]
@@ -114,18 +114,25 @@ def run_emulator_server(
         ...     httpx.get(f"{base_url}/v1/tasks/runs/x/input").status_code
         401
     """
-    server = make_server(emulator or Emulator())
+    with serve_in_thread(make_server(emulator or Emulator()), host=host, port=port, timeout_s=startup_timeout_s) as url:
+        yield url
+
+
+@contextmanager
+def serve_in_thread(server: Any, *, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 10.0) -> Iterator[str]:
+    """Run a ``uvicorn.Server`` (any ASGI app) from a background thread on a socket bound first; yield its
+    base URL once it accepts connections, and stop it on exit (waiting ``timeout_s`` at most each way)."""
     sock = bind_socket(host, port)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="parallel-emulator", daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + startup_timeout_s
+        deadline = time.monotonic() + timeout_s
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator server did not start")
+                raise RuntimeError("the server did not start")
             time.sleep(0.005)
         yield base_url_for(sock)
     finally:
         server.should_exit = True
-        thread.join(timeout=startup_timeout_s)
+        thread.join(timeout=timeout_s)
         sock.close()

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import functools
 import json
-import socket
 import threading
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 
 from parallel_tasks import ParallelCredentials, RetryPolicy
 from parallel_tasks.emulator import Emulator, demo_runs, generate_runs, run_emulator_server
-from parallel_tasks.emulator.server import base_url_for, bind_socket
+from parallel_tasks.emulator.server import serve_in_thread
 from parallel_tasks.lineage import RECORD_PREFIX, verify_record
 from parallel_tasks.models import RunInputRecord
 from tests.conftest import CANARY_KEY
@@ -190,24 +188,9 @@ class RecordingApp:
         await send({"type": "http.response.body", "body": body})
 
 
-@contextmanager
-def serve_app(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+def serve_app(app: Any, host: str = "127.0.0.1") -> AbstractContextManager[str]:
     """Serve an ASGI app with uvicorn from a thread on a free port of ``host``; yield its base URL."""
     import uvicorn
 
     config = uvicorn.Config(app, lifespan="off", access_log=False, log_config=None, log_level="warning")
-    server = uvicorn.Server(config)
-    sock: socket.socket = bind_socket(host, 0)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="reliability-asgi", daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.005)
-        yield base_url_for(sock)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
+    return serve_in_thread(uvicorn.Server(config), host=host)
