@@ -156,7 +156,7 @@ def _wanted_deployment(spec: Mapping[str, Any], pull: Any, project_dir: Path) ->
         "parameters": spec.get("parameters") or {},
         "tags": spec.get("tags") or [],
         "description": spec.get("description") or flow.description,
-        "version": spec.get("version") or flow.version,
+        "version": spec.get("version") or _inferred_version(spec.get("version_type"), project_dir) or flow.version,
         "pull_steps": spec.get("pull", pull)
         or [{"prefect.deployments.steps.set_working_directory": {"directory": str(project_dir)}}],
         "parameter_openapi_schema": parameter_schema(flow).model_dump(exclude_unset=True),
@@ -164,6 +164,21 @@ def _wanted_deployment(spec: Mapping[str, Any], pull: Any, project_dir: Path) ->
         "schedules": [_schedule_key(s) for s in spec.get("schedules") or []],
     }
     return f"{flow.name}/{spec['name']}", wanted
+
+
+def _inferred_version(version_type: str | None, project_dir: Path) -> str | None:
+    """The version ``prefect deploy`` gives a deployment whose file names none: the commit, when the project
+    is a git clone with a remote (or a CI's variables say so); else it falls back to the flow's version."""
+    from prefect._internal.versioning import VersionType, get_inferred_version_info
+    from prefect.client.schemas.objects import VersionInfo
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect.utilities.filesystem import tmpchdir
+
+    with tmpchdir(str(project_dir)):  # prefect deploy runs from there, and asks git there
+        info: VersionInfo | None = run_coro_as_sync(
+            get_inferred_version_info(VersionType(version_type) if version_type else None)
+        )
+    return info.version if info else None
 
 
 def _current_deployment(deployment: DeploymentResponse) -> dict[str, Any]:

@@ -106,6 +106,23 @@ def test_setup_steps_update_what_changed_and_keep_what_is_not_given(
         setup.ensure_work_pool(client, "e2e-not-process")
 
 
+def test_setup_expects_the_version_prefect_deploy_infers_from_git(tmp_path: Path) -> None:
+    """In a clone with a remote (CI's clean clone), ``prefect deploy`` versions a deployment by its commit;
+    elsewhere the flow's own version is used. Setup must expect the same, or its second run redeploys."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True)
+        return done.stdout.strip()
+
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "first")
+    assert setup._inferred_version(None, tmp_path) is None  # no remote: prefect deploy falls back to the flow's
+    git("remote", "add", "origin", "https://github.com/acme/pipelines.git")
+    assert setup._inferred_version(None, tmp_path) == git("rev-parse", "HEAD")[:8]
+    assert setup._inferred_version("prefect:simple", tmp_path) is None
+
+
 def test_setup_sees_which_deployment_fields_differ(on_stack: None, client: SyncPrefectClient, tmp_path: Path) -> None:
     text = (REPO / "deployments" / "prefect.yaml").read_text()
     assert setup.outdated_deployments(client, REPO / "deployments" / "prefect.yaml", REPO) == []
