@@ -100,6 +100,14 @@ async def test_read_timeout_and_overall_deadline(base_url: str, faults: Emulator
     assert isinstance(cut, APITimeoutError) and "0.3s deadline" in str(cut)
 
 
+async def test_a_body_that_keeps_coming_is_not_cut_by_the_stall_guard(base_url: str, faults: Emulator) -> None:
+    """The guard against a stalled parser allows connect + read at first, then read per chunk: a body that
+    takes longer than connect + read in all, but never stalls for read, arrives whole."""
+    faults.set_faults(FaultConfig(script=("slow",), slow_chunks=8, slow_chunk_delay_ms=150), run_id=GOOD)
+    run_input = await fetch(base_url, connect_timeout=0.3, read_timeout=0.4, retry_policy=RetryPolicy(max_retries=0))
+    assert getattr(run_input, "processor", None) == "core", run_input  # 8 x 150 ms = 1.2 s > 0.7 s
+
+
 async def test_declared_oversize_body(base_url: str) -> None:
     too_big = await fetch(base_url, max_response_bytes=100)
     assert isinstance(too_big, ResponseTooLargeError) and "declares" in str(too_big)
