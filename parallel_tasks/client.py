@@ -25,11 +25,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
-
-if sys.version_info >= (3, 11):
-    from asyncio import timeout as _timeout
-else:  # the same API, from the package aiohttp itself depends on there
-    from async_timeout import timeout as _timeout
 import httpx
 import pydantic
 
@@ -50,6 +45,11 @@ from parallel_tasks.errors import (
 from parallel_tasks.models import ErrorResponse, TaskRunInput
 from parallel_tasks.redaction import scrub_secrets
 from parallel_tasks.retry import RetryPolicy, parse_retry_after, plan_retry
+
+if sys.version_info >= (3, 11):
+    from asyncio import timeout as _timeout
+else:  # the same API, from the package aiohttp itself depends on there
+    from async_timeout import timeout as _timeout
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -226,6 +226,12 @@ class _ClientCore:
         what = "timed out" if cls is APITimeoutError else "connection failed"
         detail = self._redact(str(exc)) or "no detail"
         return cls(f"Request {what} for run {run_id!r}: {type(exc).__name__}: {detail}", run_id=run_id)
+
+    def _unusable_redirect(self, run_id: str, exc: httpx.InvalidURL) -> ResponseValidationError:
+        """An httpx client prepares the next request of a redirect, even one it will not follow, and raises
+        InvalidURL when the Location cannot be made a URL: the response's fault, not the transport's."""
+        message = f"Redirect response for run {run_id!r} has a Location that is not a usable URL ({exc}); not followed"
+        return ResponseValidationError(self._redact(message), run_id=run_id)
 
     def _check_declared_size(self, run_id: str, status: int, headers: Headers) -> None:
         declared = headers.get("content-length", "")
@@ -520,11 +526,8 @@ class ParallelClient(_ClientCore):
                 response.close()
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
             failure = self._transport_error(run_id, exc)
-        except httpx.InvalidURL as exc:  # httpx prepares the next request of a redirect, even one not followed
-            message = (
-                f"Redirect response for run {run_id!r} has a Location that is not a usable URL ({exc}); not followed"
-            )
-            failure = ResponseValidationError(self._redact(message), run_id=run_id)
+        except httpx.InvalidURL as exc:
+            failure = self._unusable_redirect(run_id, exc)
         if failure is not None:
             raise failure
         return self._interpret(run_id, response.status_code, response.headers, bytes(body))
@@ -627,6 +630,8 @@ class AsyncParallelClient(_ClientCore):
                 status, headers, body = await self._exchange_httpx(run_id, started)
         except (httpx.TransportError, httpx.DecodingError, aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             failure = self._transport_error(run_id, exc)
+        except httpx.InvalidURL as exc:
+            failure = self._unusable_redirect(run_id, exc)
         if failure is not None:
             raise failure
         return self._interpret(run_id, status, headers, body)

@@ -639,6 +639,22 @@ def test_unparsable_location_on_a_3xx_is_reported_not_raised(
     assert run_input is None and handler.requests
 
 
+def test_unparsable_location_through_a_given_async_http_client_is_reported_not_raised() -> None:
+    """An injected httpx.AsyncClient prepares the redirect's next request as the sync one does."""
+    handler = Scripted([Reply(307, b"", ((b"location", b"x:y"),))])
+
+    async def fetch() -> Any:
+        async with (
+            httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http,
+            AsyncParallelClient(KEY, base_url=BASE_URL, http_client=http, retry_policy=POLICY) as client,
+        ):
+            return await client.fetch("trun_loc")
+
+    result = asyncio.run(fetch())
+    assert isinstance(result.error, ResponseValidationError) and "not a usable URL" in str(result.error)
+    assert len(handler.requests) == 1
+
+
 @pytest.mark.parametrize("number", [b"NaN", b"-Infinity", b"Infinity"])
 @pytest.mark.parametrize("client", ["sync", "async"])
 def test_nan_and_infinity_are_refused_by_the_client(client: str, number: bytes) -> None:
