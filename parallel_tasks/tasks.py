@@ -262,9 +262,8 @@ async def audit_run_inputs_batch(
     flow_run_id, task_run_id = run_context_ids()
     outcomes: list[RunInputRecord] = []
     async with resolved.get_async_client() as client:
-        base_url = client.base_url
+        ids: dict[str, Any] = {"base_url": client.base_url, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
         async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
-            ids: dict[str, Any] = {"base_url": base_url, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
             record = await _record_fetch_result(target, result, ids, artifacts)
             outcomes.append(record.model_copy(update={"input": None}))
     return outcomes
