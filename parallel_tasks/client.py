@@ -45,6 +45,14 @@ from parallel_tasks.errors import (
 from parallel_tasks.models import ErrorResponse, TaskRunInput
 from parallel_tasks.redaction import scrub_secrets
 from parallel_tasks.retry import RetryPolicy, parse_retry_after, plan_retry
+from parallel_tasks.settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_CONCURRENCY,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_READ_TIMEOUT,
+)
 
 if sys.version_info >= (3, 11):
     from asyncio import timeout as _timeout
@@ -64,10 +72,6 @@ __all__ = [
     "validate_run_id",
 ]
 
-DEFAULT_BASE_URL = "https://api.parallel.ai"
-DEFAULT_CONNECT_TIMEOUT = 5.0
-DEFAULT_READ_TIMEOUT = 30.0
-DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RUN_ID_LENGTH = 256
 USER_AGENT = f"prefect-parallel-tasks/{__version__}"
 
@@ -179,7 +183,7 @@ class _ClientCore:
         base_url: str | httpx.URL = DEFAULT_BASE_URL,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
-        max_retries: int = 3,
+        max_retries: int = DEFAULT_MAX_RETRIES,
         retry_policy: RetryPolicy | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         default_headers: Mapping[str, str] | None = None,
@@ -693,7 +697,7 @@ class AsyncParallelClient(_ClientCore):
         return response.status_code, response.headers, bytes(body)
 
     async def iter_task_run_inputs(
-        self, run_ids: Iterable[str], *, concurrency: int = 16, quiet: bool = True
+        self, run_ids: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = True
     ) -> AsyncIterator[FetchResult]:
         """Fetch many inputs, at most ``concurrency`` at a time, yielding each outcome as it completes.
 
@@ -735,7 +739,9 @@ class AsyncParallelClient(_ClientCore):
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
-    async def get_task_run_inputs(self, run_ids: Iterable[str], *, concurrency: int = 16) -> list[FetchResult]:
+    async def get_task_run_inputs(
+        self, run_ids: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY
+    ) -> list[FetchResult]:
         """Fetch many inputs concurrently; the outcomes come back in the order of ``run_ids``."""
         ids = list(run_ids)
         by_position: dict[int, FetchResult] = {}

@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from parallel_tasks.settings import DEFAULT_MAX_RETRIES
+
 __all__ = [
     "FINAL_STATUSES",
     "RETRYABLE_STATUSES",
@@ -44,7 +46,7 @@ class RetryPolicy:
             if its wait would end past it. ``None`` means only ``max_retries`` bounds the call.
     """
 
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     initial_delay: float = 0.5
     max_delay: float = 8.0
     max_retry_after: float = 60.0

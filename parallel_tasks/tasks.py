@@ -8,7 +8,6 @@ are retryable. The logic lives in :mod:`client`, :mod:`validation` and :mod:`lin
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,12 +19,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
-from parallel_tasks.credentials import (
-    BASE_URL_ENV_VAR,
-    ParallelCredentials,
-    aresolve_credentials,
-    resolve_credentials,
-)
+from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
 from parallel_tasks.errors import APIError
 from parallel_tasks.lineage import (
     asset_key,
@@ -36,6 +30,7 @@ from parallel_tasks.lineage import (
     run_context_ids,
 )
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
+from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
 from parallel_tasks.validation import validate_task_run_input as _validate
 
 if TYPE_CHECKING:
@@ -80,7 +75,7 @@ def run_input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     elif isinstance(credentials, str):
         base_url = resolve_credentials(credentials).base_url
     else:
-        base_url = os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        base_url = get_settings().base_url
     digest = hashlib.sha256(f"{base_url}\n{parameters['run_id']}".encode()).hexdigest()
     return f"parallel-run-input-{digest}"
 
@@ -247,7 +242,7 @@ async def audit_run_inputs_batch(
     run_ids: list[str],
     credentials: ParallelCredentials | str | None = None,
     *,
-    concurrency: int = 16,
+    concurrency: int = DEFAULT_CONCURRENCY,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = False,
     batch_number: int = 1,
