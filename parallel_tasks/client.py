@@ -44,7 +44,7 @@ from parallel_tasks.errors import (
 )
 from parallel_tasks.models import ErrorResponse, TaskRunInput
 from parallel_tasks.redaction import scrub_secrets
-from parallel_tasks.retry import RetryPolicy, parse_retry_after, plan_retry
+from parallel_tasks.retry import Failure, RetryPolicy, parse_retry_after, plan_retry
 from parallel_tasks.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_CONCURRENCY,
@@ -285,10 +285,10 @@ class _ClientCore:
                     for e in exc.errors(include_url=False, include_input=False)[:5]
                 )
                 message = f"{status} response for run {run_id!r} does not match TaskRunInput: {problems}"
-            error = ResponseValidationError(self._redact(message), run_id=run_id, status_code=status)
-            # A body that is not JSON at all is most often a broken transfer or a proxy page: retry it.
-            error.retryable = not_json
-            raise error from None
+            failure: Failure = "unreadable_body" if not_json else "invalid_body"
+            raise ResponseValidationError(
+                self._redact(message), run_id=run_id, status_code=status, failure=failure
+            ) from None
         if (b"NaN" in body or b"Infinity" in body) and _has_non_finite_number(body):
             message = (
                 f"{status} response for run {run_id!r} holds NaN or Infinity, which JSON (RFC 8259) does not allow"
