@@ -2,7 +2,8 @@
 
 The tasks are thin: the HTTP client retries what the API says is worth retrying (honouring
 Retry-After); Prefect's task retries sit on top as a coarse second line, and only for errors that
-are retryable. The logic lives in :mod:`client`, :mod:`validation` and :mod:`lineage`.
+are retryable. The logic lives in :mod:`client`, :mod:`validation`, :mod:`records`, :mod:`storage` and
+:mod:`publishing`.
 """
 
 from __future__ import annotations
@@ -21,16 +22,11 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
 from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
 from parallel_tasks.errors import APIError
-from parallel_tasks.lineage import (
-    asset_key,
-    build_failure_record,
-    build_record,
-    record_outcome,
-    resolve_storage,
-    run_context_ids,
-)
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
+from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
+from parallel_tasks.records import build_failure_record, build_record
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
+from parallel_tasks.storage import resolve_storage
 from parallel_tasks.validation import validate_task_run_input as _validate
 
 if TYPE_CHECKING:

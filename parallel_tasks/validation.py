@@ -98,7 +98,7 @@ def _json_text(value: Any) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-def _text_length(value: Any) -> int:
+def text_length(value: Any) -> int:
     """Length of a value as text: a string's own length, otherwise its JSON text's."""
     if isinstance(value, str):
         return len(value)
@@ -107,9 +107,9 @@ def _text_length(value: Any) -> int:
     return len(_json_text(value))
 
 
-def _preview(value: Any) -> str:
-    """The offending value as at most 80 characters: strings as they are, anything else as JSON."""
-    return _shorten(value if isinstance(value, str) else _json_text(value))
+def preview(value: Any, limit: int = PREVIEW_MAX) -> str:
+    """A value as at most ``limit`` characters: strings as they are, anything else as JSON."""
+    return _shorten(value if isinstance(value, str) else _json_text(value), limit)
 
 
 def _json_type(value: Any) -> str:
@@ -130,7 +130,7 @@ def _json_type(value: Any) -> str:
 
 
 def _violation(path: str, rule: str, message: str, value: Any, severity: Severity = "error") -> Violation:
-    return Violation(path=path, rule=rule, severity=severity, message=message, preview=_preview(value))
+    return Violation(path=path, rule=rule, severity=severity, message=message, preview=preview(value))
 
 
 def _wrong_type(path: str, value: Any, expected: str) -> Violation:
@@ -215,7 +215,7 @@ def _check_metadata_value(path: str, value: Any) -> list[Violation]:
     elif isinstance(value, float) and not math.isfinite(value):
         message = "is not a finite number (JSON has no NaN or Infinity); metadata values must be finite"
         found.append(_violation(path, "metadata.value_type", message, value))
-    length = _text_length(value)
+    length = text_length(value)
     if length > METADATA_VALUE_MAX:
         what = "value" if isinstance(value, str) else "value's JSON text"
         message = f"{what} is {length} characters long; the limit is {METADATA_VALUE_MAX}"
