@@ -8,16 +8,14 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Starting Prefect's ephemeral server takes a while on a small machine: give it time.
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LOGGERS_HTTPX_LEVEL", "WARNING")  # one line per request is noise here
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, audit_run_inputs
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import ParallelCredentials
 from parallel_tasks.emulator import Emulator, demo_runs, run_emulator_server
-from parallel_tasks.lineage import artifact_key
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
+from parallel_tasks.publishing import artifact_key
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_BLOCK = "parallel-demo"

@@ -21,8 +21,9 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, load_run_ids
 from parallel_tasks import ParallelCredentials, setup
+from parallel_tasks.audit import load_run_ids
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
 from tests.e2e.conftest import BLOCK, E2E_KEY, POOL, REPO, SetupRuns, Stack, started
 

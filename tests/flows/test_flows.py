@@ -23,10 +23,10 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, audit_run_inputs, load_run_ids
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import ParallelCredentials, run_input_cache_key
+from parallel_tasks.audit import load_run_ids
 from parallel_tasks.emulator import Emulator, FaultConfig
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
 from tests.conftest import CANARY_KEY
 

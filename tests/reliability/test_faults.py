@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from flows.audit_run_inputs import audit_run_inputs
 from parallel_tasks.emulator import Emulator, FaultConfig
+from parallel_tasks.flows import audit_run_inputs
 from tests.reliability.conftest import RELIABILITY_KEY, check_complete_run, save_credentials, stored_runs, stray_files
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness", "fast_backoff"), pytest.mark.timeout(300)]

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from flows.audit_run_inputs import audit_run_inputs
 from parallel_tasks.emulator import Emulator, FaultConfig, demo_runs
 from parallel_tasks.errors import error_class_for_status
+from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.lineage import status_for_error
 from tests.reliability.conftest import (
     RELIABILITY_KEY,
