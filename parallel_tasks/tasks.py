@@ -27,7 +27,7 @@ from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
 from parallel_tasks.records import build_failure_record, build_record
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
 from parallel_tasks.storage import resolve_storage
-from parallel_tasks.validation import validate_task_run_input as _validate
+from parallel_tasks.validation import check_task_run_input
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State, TaskRun
@@ -120,8 +120,9 @@ async def aretrieve_task_run_input(run_id: str, credentials: ParallelCredentials
 
 @task(name="validate-task-run-input", task_run_name="validate-input", cache_policy=NO_CACHE)
 def validate_task_run_input(run_input: TaskRunInput) -> ValidationReport:
-    """Check a run input against every rule at once (see :mod:`parallel_tasks.validation`)."""
-    return _validate(run_input)
+    """The Prefect task that checks a run input against every rule at once: a task run around the plain
+    function :func:`parallel_tasks.validation.check_task_run_input`, which code outside a flow can call directly."""
+    return check_task_run_input(run_input)
 
 
 async def _record(
@@ -267,7 +268,7 @@ async def _record_fetch_result(
     storage, publishing) makes it a failed run whose error is stored when storage still works."""
     try:
         if result.run_input is not None:
-            record = build_record(result.run_id, result.run_input, _validate(result.run_input), **ids)
+            record = build_record(result.run_id, result.run_input, check_task_run_input(result.run_input), **ids)
         else:
             record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
         return await record_outcome(target, record, artifacts=artifacts)

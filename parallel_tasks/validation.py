@@ -1,7 +1,7 @@
 """Validation of a task run input: every broken rule at once, each at its JSON path.
 
 Each rule is a small pure function over the JSON body, ``check_*(body) -> list[Violation]``, and
-``validate_task_run_input`` runs them all. Nothing here does I/O: a JSON Schema ``$ref`` resolves only
+``check_task_run_input`` runs them all. Nothing here does I/O: a JSON Schema ``$ref`` resolves only
 inside the schema itself (and the bundled meta-schemas), through a registry that refuses to fetch, and
 ``format`` stays an annotation, as Draft 2020-12 says, so no format check can reach out either.
 """
@@ -35,8 +35,8 @@ __all__ = [
     "check_processor",
     "check_schemas",
     "check_shape",
+    "check_task_run_input",
     "json_path",
-    "validate_task_run_input",
 ]
 
 KNOWN_PROCESSORS: frozenset[str] = frozenset(
@@ -564,7 +564,7 @@ RULES: tuple[Rule, ...] = (
 """Every rule, in the order their violations are reported."""
 
 
-def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
+def check_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
     """Check a run input against every rule and report all violations at once.
 
     A raw mapping is checked as it is, so a body the model would refuse (a null metadata value, say)
@@ -577,7 +577,7 @@ def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> Vali
         A ValidationReport with every violation, in rule order, each with its JSON path.
 
     Example:
-        >>> report = validate_task_run_input(
+        >>> report = check_task_run_input(
         ...     {"processor": "base", "input": "GDP of France?", "metadata": {"customer_reference": "x", "ok": None}}
         ... )
         >>> for violation in report.violations:
@@ -586,7 +586,7 @@ def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> Vali
         $.metadata.ok metadata.value_type error
         >>> report.verdict
         'invalid'
-        >>> validate_task_run_input(TaskRunInput(processor="base", input="GDP of France?")).verdict
+        >>> check_task_run_input(TaskRunInput(processor="base", input="GDP of France?")).verdict
         'valid'
     """
     body: Any = (

@@ -26,7 +26,7 @@ from parallel_tasks.lineage import (
 )
 from parallel_tasks.models import ValidationReport, Violation
 from parallel_tasks.redaction import REDACTED
-from parallel_tasks.validation import validate_task_run_input
+from parallel_tasks.validation import check_task_run_input
 
 BODY = {
     "processor": "core",
@@ -45,7 +45,7 @@ RUN = "trun_0123456789abcdef0123456789abcdef"
 
 def record_of(body: dict, run_id: str = RUN):  # type: ignore[no-untyped-def]
     run_input = TaskRunInput.model_validate(body)
-    return build_record(run_id, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+    return build_record(run_id, run_input, check_task_run_input(run_input), base_url="https://api.parallel.ai")
 
 
 def test_canonical_json_is_stable_and_sorted() -> None:
@@ -103,7 +103,7 @@ def test_failure_records_name_the_status() -> None:
 def test_markdown_and_metadata_table() -> None:
     body = {**BODY, "metadata": {"a_key_that_is_far_too_long": "v", "ok": "x" * 600}}
     run_input = TaskRunInput.model_validate(body)
-    record = build_record(RUN, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+    record = build_record(RUN, run_input, check_task_run_input(run_input), base_url="https://api.parallel.ai")
     markdown = render_markdown(record)
     for expected in (
         RUN,
