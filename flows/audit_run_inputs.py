@@ -35,6 +35,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from parallel_tasks import resolve_credentials
 from parallel_tasks.lineage import build_failure_record, read_latest, resolve_storage, summarize
 from parallel_tasks.models import AuditSummary, RunInputRecord
+from parallel_tasks.redaction import redact_text
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
     materialize_run_input_assets,
@@ -87,16 +88,18 @@ class _Collector:
     """Gathers the outcome of each batch as it finishes: materializes its assets and logs progress
     about every 10%. A batch that broke as a whole counts as a failure of each of its runs."""
 
-    def __init__(self, total: int, base_url: str) -> None:
-        self.total, self.base_url = total, base_url
+    def __init__(self, total: int, base_url: str, secrets: tuple[str, ...] = ()) -> None:
+        self.total, self.base_url, self._secrets = total, base_url, secrets
         self.records: list[RunInputRecord] = []
         self._next_progress = 10
         self._logger = get_run_logger()
 
     def add(self, batch: list[str], outcome: list[RunInputRecord] | BaseException, last: bool) -> None:
         if isinstance(outcome, BaseException):
-            self._logger.error("A batch of %d runs failed: %s", len(batch), outcome)
-            outcome = [build_failure_record(run_id, outcome, base_url=self.base_url) for run_id in batch]
+            self._logger.error("A batch of %d runs failed: %s", len(batch), redact_text(str(outcome), self._secrets))
+            outcome = [
+                build_failure_record(run_id, outcome, base_url=self.base_url, secrets=self._secrets) for run_id in batch
+            ]
         self.records += outcome
         materialize_run_input_assets(outcome, name="materialize-run-inputs")
         percent = 100 * len(self.records) // self.total
@@ -120,7 +123,7 @@ def _batched(
     batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
     width = min(PARALLEL_BATCHES, len(batches))
     options: dict[str, Any] = {"concurrency": max(1, concurrency // width), "storage": storage, "artifacts": artifacts}
-    collector = _Collector(len(run_ids), credentials.base_url)
+    collector = _Collector(len(run_ids), credentials.base_url, credentials.secrets_in_use())
     context = FlowRunContext.get()
     if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
         run_coro_as_sync(_in_one_loop(batches, width, credentials, options, collector))
@@ -167,13 +170,21 @@ def _mapped(run_ids: list[str], credentials: Any, storage: str | None, artifacts
         outcome = future.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
             records.append(
-                record_task_run_input_failure(run_id, outcome, base_url=credentials.base_url, storage=storage)
+                record_task_run_input_failure(
+                    run_id, outcome, base_url=credentials.base_url, storage=storage, credentials=credentials
+                )
             )
             continue
         report = validate_task_run_input(outcome)
         records.append(
             record_task_run_input_lineage(
-                run_id, outcome, report, base_url=credentials.base_url, storage=storage, artifacts=artifacts
+                run_id,
+                outcome,
+                report,
+                base_url=credentials.base_url,
+                storage=storage,
+                artifacts=artifacts,
+                credentials=credentials,
             )
         )
     materialize_run_input_assets(records)

@@ -48,12 +48,14 @@ def fetch_run_input(
     fetched = retrieve_task_run_input(run_id, credentials=credentials, return_state=True)
     if not fetched.is_completed():
         error = fetched.result(raise_on_failure=False)
-        record_task_run_input_failure(run_id, error, base_url=credentials.base_url, storage=storage_block)
+        record_task_run_input_failure(
+            run_id, error, base_url=credentials.base_url, storage=storage_block, credentials=credentials
+        )
         raise error
     run_input = fetched.result()
     report = validate_task_run_input(run_input)
     record = record_task_run_input_lineage(
-        run_id, run_input, report, base_url=credentials.base_url, storage=storage_block
+        run_id, run_input, report, base_url=credentials.base_url, storage=storage_block, credentials=credentials
     )
     materialize_run_input_assets([record], name="materialize-run-input")
     summary = {

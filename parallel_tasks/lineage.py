@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from parallel_tasks.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from parallel_tasks.models import AuditSummary, RecordStatus, RunInputRecord, TaskRunInput, ValidationReport
-from parallel_tasks.redaction import redact_run_input
+from parallel_tasks.redaction import Redactor
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
@@ -135,9 +135,15 @@ def build_record(
     flow_run_id: str | None = None,
     task_run_id: str | None = None,
 ) -> RunInputRecord:
-    """The content record of a fetched input: redacted canonical input, its hash, and its context."""
+    """The content record of a fetched input: redacted canonical input, its hash, and its context.
+
+    ``secrets`` are the secrets in use (the API key): masked wherever they appear. The findings are
+    redacted too, and ``redacted_paths`` lists what was masked; the hash is over the stored input.
+    """
     body = run_input.model_dump(mode="json", exclude_unset=True) if isinstance(run_input, TaskRunInput) else run_input
-    redacted = redact_run_input(body, secrets)
+    redactor = Redactor(secrets)
+    redacted, paths, removed = redactor.run_input(body)
+    report = redactor.report(report, paths, removed)
     digest = sha256_hex(canonical_json(redacted))
     return RunInputRecord(
         run_id=run_id,
@@ -151,6 +157,7 @@ def build_record(
         processor=str(redacted.get("processor", "")),
         verdict=report.verdict,
         violations=report.violations,
+        redacted_paths=tuple(paths),
         input=redacted,
     )
 
@@ -160,10 +167,12 @@ def build_failure_record(
     error: BaseException,
     *,
     base_url: str,
+    secrets: Iterable[str] = (),
     flow_run_id: str | None = None,
     task_run_id: str | None = None,
 ) -> RunInputRecord:
-    """The outcome record of a run whose input could not be fetched."""
+    """The outcome record of a run whose input could not be fetched; its error text is redacted
+    (an error may quote a response body)."""
     return RunInputRecord(
         run_id=run_id,
         status=status_for_error(error),
@@ -171,7 +180,7 @@ def build_failure_record(
         base_url=base_url,
         flow_run_id=flow_run_id,
         task_run_id=task_run_id,
-        error=f"{type(error).__name__}: {error}",
+        error=Redactor(secrets).text(f"{type(error).__name__}: {error}"),
     )
 
 

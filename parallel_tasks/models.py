@@ -286,7 +286,9 @@ class RunInputRecord(BaseModel):
         processor: The run's processor.
         verdict: ``valid``, ``valid_with_warnings`` or ``invalid``.
         violations: Every validation finding.
-        error: Why the input could not be fetched.
+        error: Why the input could not be fetched (secrets masked).
+        redacted_paths: The JSON paths of ``input`` whose values were masked, sorted (records made
+            before this field existed have none and still verify).
         input: The run input with secrets redacted (only in content records).
     """
 
@@ -307,6 +309,7 @@ class RunInputRecord(BaseModel):
     verdict: Literal["valid", "valid_with_warnings", "invalid"] | None = None
     violations: tuple[Violation, ...] = ()
     error: str | None = None
+    redacted_paths: tuple[str, ...] = ()
     input: dict[str, Any] | None = None
 
 

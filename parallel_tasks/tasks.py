@@ -21,6 +21,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
 from parallel_tasks.credentials import (
+    API_KEY_ENV_VAR,
     BASE_URL_ENV_VAR,
     ParallelCredentials,
     aresolve_credentials,
@@ -71,8 +72,10 @@ def retry_if_retryable(task: Task[..., Any], task_run: TaskRun, state: State[Any
 def run_input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Cache key from (base_url, run_id), never from the credentials object or its key.
 
-    Use it with caching switched on, for example
-    ``retrieve_task_run_input.with_options(cache_key_fn=run_input_cache_key, cache_expiration=timedelta(hours=1))``.
+    The retrieve tasks do not persist their result (a raw input may hold secrets), so caching needs it
+    switched back on, which stores raw inputs in result storage: do it only where that storage is as
+    well protected as the key, for example ``retrieve_task_run_input.with_options(persist_result=True,
+    cache_key_fn=run_input_cache_key, cache_expiration=timedelta(hours=1))``.
     """
     credentials = parameters.get("credentials")
     if isinstance(credentials, ParallelCredentials):
@@ -91,8 +94,9 @@ _RETRIEVE_OPTIONS: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_retryable,
     "task_run_name": "retrieve-input-{run_id}",
-    # The JSON serializer (used when caching persists results) stores MCP header values masked.
-    "result_serializer": "json",
+    # The fetched input is never persisted as a Prefect result: it holds whatever secrets the run was
+    # started with, and the API is its source of truth. The redacted record is what gets stored.
+    "persist_result": False,
 }
 
 
@@ -127,10 +131,19 @@ async def aretrieve_task_run_input(run_id: str, credentials: ParallelCredentials
         return await client.get_task_run_input(run_id)
 
 
-@task(name="validate-task-run-input", task_run_name="validate-input", cache_policy=NO_CACHE)
+# Not persisted either: findings quote the raw input (they are redacted when the record is built).
+@task(name="validate-task-run-input", task_run_name="validate-input", persist_result=False)
 def validate_task_run_input(run_input: TaskRunInput) -> ValidationReport:
     """Check a run input against every rule at once (see :mod:`parallel_tasks.validation`)."""
     return _validate(run_input)
+
+
+async def _secrets_of(credentials: ParallelCredentials | str | None) -> tuple[str, ...]:
+    """The secrets a record must not hold: those of the credentials the input was fetched with
+    (``None``: the environment's key, if one is set)."""
+    if credentials is None and not os.environ.get(API_KEY_ENV_VAR, "").strip():
+        return ()
+    return (await aresolve_credentials(credentials)).secrets_in_use()
 
 
 async def _record(
@@ -141,10 +154,17 @@ async def _record(
     base_url: str,
     storage: WritableFileSystem | str | Path | None,
     artifacts: bool,
+    credentials: ParallelCredentials | str | None,
 ) -> RunInputRecord:
     flow_run_id, task_run_id = run_context_ids()
     record = build_record(
-        run_id, run_input, report, base_url=base_url, flow_run_id=flow_run_id, task_run_id=task_run_id
+        run_id,
+        run_input,
+        report,
+        base_url=base_url,
+        secrets=await _secrets_of(credentials),
+        flow_run_id=flow_run_id,
+        task_run_id=task_run_id,
     )
     return await record_outcome(await resolve_storage(storage), record, artifacts=artifacts)
 
@@ -161,6 +181,7 @@ def record_task_run_input_lineage(
     base_url: str = DEFAULT_BASE_URL,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = True,
+    credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
     """Make the audit record of one input: stored JSON (redacted, hashed), artifacts and an event.
 
@@ -176,8 +197,14 @@ def record_task_run_input_lineage(
             storage when ``None``.
         artifacts: Also create the markdown and metadata-table artifacts keyed
             ``parallel-run-input-<run id>``.
+        credentials: The credentials the input was fetched with (as for :func:`retrieve_task_run_input`):
+            their key is masked wherever it appears in the record.
     """
-    return run_coro_as_sync(_record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts))
+    return run_coro_as_sync(
+        _record(
+            run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts, credentials=credentials
+        )
+    )
 
 
 @task(name="record-task-run-input-lineage-async", **_RECORD_OPTIONS)
@@ -189,9 +216,12 @@ async def arecord_task_run_input_lineage(
     base_url: str = DEFAULT_BASE_URL,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = True,
+    credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
     """Async twin of :func:`record_task_run_input_lineage`."""
-    return await _record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts)
+    return await _record(
+        run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts, credentials=credentials
+    )
 
 
 @task(name="record-task-run-input-failure", task_run_name="record-failure-{run_id}", cache_policy=NO_CACHE)
@@ -201,13 +231,22 @@ def record_task_run_input_failure(
     *,
     base_url: str = DEFAULT_BASE_URL,
     storage: WritableFileSystem | str | Path | None = None,
+    credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
     """Record that a run's input could not be fetched (not_found, unauthorized or failed), with an event,
-    so an audit trail has an outcome for every run it was asked about."""
+    so an audit trail has an outcome for every run it was asked about. The key of ``credentials`` is
+    masked in the stored error text."""
     flow_run_id, task_run_id = run_context_ids()
-    record = build_failure_record(run_id, error, base_url=base_url, flow_run_id=flow_run_id, task_run_id=task_run_id)
 
     async def store() -> RunInputRecord:
+        record = build_failure_record(
+            run_id,
+            error,
+            base_url=base_url,
+            secrets=await _secrets_of(credentials),
+            flow_run_id=flow_run_id,
+            task_run_id=task_run_id,
+        )
         return await record_outcome(await resolve_storage(storage), record, artifacts=False)
 
     return run_coro_as_sync(store())
@@ -262,7 +301,12 @@ async def audit_run_inputs_batch(
     flow_run_id, task_run_id = run_context_ids()
     outcomes: list[RunInputRecord] = []
     async with resolved.get_async_client() as client:
-        ids: dict[str, Any] = {"base_url": client.base_url, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
+        ids: dict[str, Any] = {
+            "base_url": client.base_url,
+            "secrets": resolved.secrets_in_use(),
+            "flow_run_id": flow_run_id,
+            "task_run_id": task_run_id,
+        }
         async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
             record = await _record_fetch_result(target, result, ids, artifacts)
             outcomes.append(record.model_copy(update={"input": None}))
