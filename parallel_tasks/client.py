@@ -499,8 +499,8 @@ class ParallelClient(_ClientCore):
     Args:
         api_key: The Parallel API key (sent as ``x-api-key``). ``None`` sends no key.
         base_url: The API's base URL; https unless the host is loopback.
-        connect_timeout: Seconds to wait for a connection.
-        read_timeout: Seconds to wait for each read (also used for writes and the pool).
+        connect_timeout: Seconds to wait for a connection (finite, > 0).
+        read_timeout: Seconds to wait for each read (also used for writes and the pool; finite, > 0).
         max_retries: Extra attempts for retryable failures (ignored when ``retry_policy`` is given).
         retry_policy: Full retry bounds.
         max_response_bytes: Bodies larger than this are refused without being read in full.
@@ -749,7 +749,8 @@ class AsyncParallelClient(_ClientCore):
     async def iter_task_run_inputs(
         self, run_ids: Iterable[str], *, concurrency: int = 16, quiet: bool = True
     ) -> AsyncIterator[FetchResult]:
-        """Fetch many inputs, at most ``concurrency`` at a time, yielding each outcome as it completes.
+        """Fetch many inputs, at most ``concurrency`` (1 to :data:`MAX_CONCURRENCY`) at a time, yielding each
+        outcome as it completes.
 
         Run ids are drawn from ``run_ids`` lazily, so memory stays bounded by ``concurrency`` however
         many there are. A failure is a :class:`FetchResult` with ``error`` set; it never stops the others.

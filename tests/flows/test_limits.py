@@ -61,7 +61,11 @@ def counted(prefect_harness: None) -> Iterator[tuple[Emulator, CountingApp, str]
         yield emulator, counter, name
 
 
-@pytest.mark.parametrize("run_id", [LONG_ASCII, LONG_ACCENTED, "r" * 255, "é" * 42])
+@pytest.mark.parametrize(
+    "run_id",
+    [LONG_ASCII, LONG_ACCENTED, "r" * 255, "é" * 42],
+    ids=["256-ascii", "100-accented", "255-ascii", "42-accented"],
+)
 async def test_every_accepted_run_id_gets_its_records(tmp_path: Path, run_id: str) -> None:
     validate_run_id(run_id)  # the client accepts it
     run_input = TaskRunInput.model_validate(demo_runs()[GOOD])
