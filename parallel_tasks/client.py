@@ -308,8 +308,8 @@ class _ClientCore:
             raise error from None
         if (b"NaN" in body or b"Infinity" in body or _LARGE_NUMBER.search(body)) and _has_non_finite_number(body):
             message = (
-                f"{status} response for run {run_id!r} holds NaN, Infinity or a number too large for a"
-                " 64-bit float (such as 1e400), which cannot be recorded exactly; refused rather than changed"
+                f"{status} response for run {run_id!r} holds NaN or Infinity, or a number too large for a"
+                " 64-bit float (such as 1e400): JSON (RFC 8259) cannot hold it as it is, so it is refused, not changed"
             )
             raise ResponseValidationError(message, run_id=run_id, status_code=status)
         return run_input
