@@ -33,6 +33,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks import resolve_credentials
+from parallel_tasks.client import MAX_CONCURRENCY
 from parallel_tasks.lineage import build_failure_record, read_latest, resolve_storage, summarize
 from parallel_tasks.models import AuditSummary, RunInputRecord
 from parallel_tasks.redaction import redact_text
@@ -105,8 +106,14 @@ class _Collector:
         percent = 100 * len(self.records) // self.total
         if percent >= self._next_progress or last:
             failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in self.records)
+            unstored = sum(r.status == "not_stored" for r in self.records)
             self._logger.info(
-                "Progress: %d/%d runs (%d%%), %d not fetched", len(self.records), self.total, percent, failed
+                "Progress: %d/%d runs (%d%%), %d not fetched, %d not stored",
+                len(self.records),
+                self.total,
+                percent,
+                failed,
+                unstored,
             )
             self._next_progress = (percent // 10 + 1) * 10
 
@@ -114,14 +121,15 @@ class _Collector:
 def _batched(
     run_ids: list[str], batch_size: int | None, credentials: Any, concurrency: int, storage: str | None, artifacts: bool
 ) -> list[RunInputRecord]:
-    """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them).
+    """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them: never
+    more batches at once than ``concurrency``, each with its share of it).
 
     With Prefect's default thread-pool runner the batches share one event loop: threads each running
     a loop would only fight over the GIL. Any other runner (Dask, say) gets them through ``submit``.
     """
     size = batch_size or max(50, math.ceil(len(run_ids) / 10))
     batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
-    width = min(PARALLEL_BATCHES, len(batches))
+    width = min(PARALLEL_BATCHES, len(batches), concurrency)
     options: dict[str, Any] = {"concurrency": max(1, concurrency // width), "storage": storage, "artifacts": artifacts}
     collector = _Collector(len(run_ids), credentials.base_url, credentials.secrets_in_use())
     context = FlowRunContext.get()
@@ -162,9 +170,16 @@ def _through_task_runner(
         collector.add(batch, future.result(raise_on_failure=False), last=not (waiting or running))
 
 
-def _mapped(run_ids: list[str], credentials: Any, storage: str | None, artifacts: bool) -> list[RunInputRecord]:
-    """One task run per run id and step (``use_map=True``)."""
-    fetched = retrieve_task_run_input.map(run_ids, credentials=unmapped(credentials))
+def _mapped(
+    run_ids: list[str], credentials: Any, concurrency: int, storage: str | None, artifacts: bool
+) -> list[RunInputRecord]:
+    """One task run per run id and step (``use_map=True``), mapped ``concurrency`` run ids at a time
+    (Prefect's thread pool would otherwise run every fetch at once)."""
+    fetched: list[PrefectFuture[Any]] = []
+    for start in range(0, len(run_ids), concurrency):
+        window = retrieve_task_run_input.map(run_ids[start : start + concurrency], credentials=unmapped(credentials))
+        window.wait()
+        fetched += window
     records: list[RunInputRecord] = []
     for run_id, future in zip(run_ids, fetched, strict=True):
         outcome = future.result(raise_on_failure=False)
@@ -268,7 +283,8 @@ def audit_run_inputs(
         run_ids: The run ids to audit.
         run_ids_file: A file of run ids (JSON list, or one per line), instead of or besides ``run_ids``.
         credentials_block: Name of a ParallelCredentials or Secret block; ``None`` reads ``PARALLEL_API_KEY``.
-        max_concurrency: Requests in flight at once, over all batches.
+        max_concurrency: Requests in flight at once, over all batches (or mapped tasks), at most 1,000;
+            with ``chunk_size``, in each chunk's flow run.
         batch_size: Runs per batch task; by default about a tenth of the runs (at least 50).
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown and metadata artifacts (thousands would bury the UI).
@@ -284,8 +300,8 @@ def audit_run_inputs(
     distinct = _distinct(given)
     if not distinct:
         raise ValueError("No run ids to audit: pass run_ids or run_ids_file")
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}")
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
     if chunk_size is not None and len(distinct) > chunk_size:
@@ -299,7 +315,7 @@ def audit_run_inputs(
         }
         records = _chunked(distinct, chunk_size, chunk_deployment, child_parameters, credentials.base_url)
     elif use_map:
-        records = _mapped(distinct, credentials, storage_block, per_run_artifacts)
+        records = _mapped(distinct, credentials, max_concurrency, storage_block, per_run_artifacts)
     else:
         records = _batched(distinct, batch_size, credentials, max_concurrency, storage_block, per_run_artifacts)
     summary = summarize(records, duplicates=len(given) - len(distinct))
@@ -309,12 +325,19 @@ def audit_run_inputs(
         description=f"Audit of Parallel run inputs: {summary.describe()}",
     )
     logger.info("Audit finished: %s", summary.describe())
-    if fail_on_errors and summary.not_fetched:
-        return Failed(
-            message=f"{summary.not_fetched} of {summary.total} runs could not be fetched; {summary.describe()}",
-            data=summary,
-        )
+    if fail_on_errors and (summary.not_fetched or summary.not_stored):
+        return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)
     return Completed(message=summary.describe(), data=summary)
+
+
+def _shortfall(summary: AuditSummary) -> str:
+    """What went wrong, fetching and storing told apart: ``15 of 200 runs could not be fetched``."""
+    parts = []
+    if summary.not_fetched:
+        parts.append(f"{summary.not_fetched} of {summary.total} runs could not be fetched")
+    if summary.not_stored:
+        parts.append(f"{summary.not_stored} of {summary.total} runs were fetched but their records could not be stored")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

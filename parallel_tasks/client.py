@@ -8,9 +8,11 @@ and sleeping differ between them. The clients know nothing of Prefect.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import ipaddress
 import json
+import math
 import re
 import ssl
 import sys
@@ -25,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import httpcore
 import httpx
 import pydantic
 
@@ -56,6 +59,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_READ_TIMEOUT",
+    "MAX_CONCURRENCY",
     "AsyncParallelClient",
     "FetchResult",
     "ParallelClient",
@@ -69,6 +73,9 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 MAX_RUN_ID_LENGTH = 256
+MAX_CONCURRENCY = 1000
+"""The most requests a batch may have in flight: each costs a worker, and past the pool's 100
+connections more only wait for one."""
 USER_AGENT = f"prefect-parallel-tasks/{__version__}"
 
 _CHUNK = 64 * 1024
@@ -186,6 +193,9 @@ class _ClientCore:
     ) -> None:
         if max_response_bytes <= 0:
             raise ValueError(f"max_response_bytes must be > 0, got {max_response_bytes}")
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
         self._base_url = str(validate_base_url(base_url))
         self._api_key = api_key or None
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
@@ -254,12 +264,18 @@ class _ClientCore:
         )
 
     def _check_deadline(self, run_id: str, started: float) -> None:
+        past = self._past_deadline(run_id, started)
+        if past is not None:
+            raise past
+
+    def _past_deadline(self, run_id: str, started: float) -> APITimeoutError | None:
+        """The error for a call whose overall deadline has passed, else ``None``."""
         deadline = self.retry_policy.deadline
         if deadline is not None and time.monotonic() - started > deadline:
-            raise APITimeoutError(
-                f"Request timed out for run {run_id!r}: the overall {deadline:g}s deadline passed",
-                run_id=run_id,
+            return APITimeoutError(
+                f"Request timed out for run {run_id!r}: the overall {deadline:g}s deadline passed", run_id=run_id
             )
+        return None
 
     def _interpret(self, run_id: str, status: int, headers: Headers, body: bytes) -> TaskRunInput:
         """The parsed input for a 2xx, else the matching error (raised)."""
@@ -271,8 +287,12 @@ class _ClientCore:
         try:
             run_input = TaskRunInput.model_validate_json(body)
         except pydantic.ValidationError as exc:
-            not_json = any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
-            if not_json:
+            json_errors = [e["msg"] for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
+            not_json = bool(json_errors)
+            beyond = _beyond_parser_limits(json_errors)
+            if beyond:
+                message = f"{status} response for run {run_id!r} is JSON the parser refuses: {beyond}"
+            elif not_json:
                 kind = headers.get("content-type", "no content type")
                 message = f"{status} response for run {run_id!r} is not valid JSON ({kind}, {len(body)} bytes)"
             else:
@@ -283,11 +303,13 @@ class _ClientCore:
                 message = f"{status} response for run {run_id!r} does not match TaskRunInput: {problems}"
             error = ResponseValidationError(self._redact(message), run_id=run_id, status_code=status)
             # A body that is not JSON at all is most often a broken transfer or a proxy page: retry it.
-            error.retryable = not_json
+            # One past the parser's limits is the same on every fetch: do not.
+            error.retryable = not_json and not beyond
             raise error from None
-        if (b"NaN" in body or b"Infinity" in body) and _has_non_finite_number(body):
+        if (b"NaN" in body or b"Infinity" in body or _LARGE_NUMBER.search(body)) and _has_non_finite_number(body):
             message = (
-                f"{status} response for run {run_id!r} holds NaN or Infinity, which JSON (RFC 8259) does not allow"
+                f"{status} response for run {run_id!r} holds NaN or Infinity, or a number too large for a"
+                " 64-bit float (such as 1e400): JSON (RFC 8259) cannot hold it as it is, so it is refused, not changed"
             )
             raise ResponseValidationError(message, run_id=run_id, status_code=status)
         return run_input
@@ -403,16 +425,42 @@ def _parse_error_body(body: bytes, headers: Headers) -> tuple[str | None, str, d
     return None, _describe_body(body, headers), None
 
 
+# What a number that overflows a float looks like (1e400, 400 digits before the point): only a body
+# that has one is parsed a second time.
+_LARGE_NUMBER = re.compile(rb"[0-9][eE]\+?0*[1-9][0-9]{2}|[0-9]{300}")
+
+# The JSON parser's messages for documents past its fixed limits, and what to say instead.
+_PARSER_LIMITS = {
+    "recursion limit exceeded": "arrays or objects are nested deeper than the parser allows",
+    "number out of range": "a number has more digits than the parser allows (integers up to 4300 digits)",
+}
+
+
+def _beyond_parser_limits(json_errors: list[str]) -> str | None:
+    """What is wrong with a body that is refused for being past the parser's limits, not for being broken."""
+    for error in json_errors:
+        for marker, meaning in _PARSER_LIMITS.items():
+            if marker in error:
+                return f"{meaning} ({error})"
+    return None
+
+
 def _has_non_finite_number(body: bytes) -> bool:
-    """Whether a body pydantic accepted spells NaN or Infinity as a number (not inside a string), as
-    Python's json.dumps does by default: pydantic takes them, but canonical JSON cannot record them.
-    (A number that only overflows, 1e400, is caught when the record is made.)"""
+    """Whether a body pydantic accepted holds a number a float cannot hold: NaN or Infinity spelled as a
+    number (not inside a string), as Python's json.dumps writes them, or one that overflows (1e400).
+    Pydantic takes them as floats, and a record would store them as null: the input changed silently."""
 
     def constant(text: str) -> float:
         raise _NonFinite(text)
 
+    def number(text: str) -> float:
+        value = float(text)
+        if math.isinf(value):
+            raise _NonFinite(text)
+        return value
+
     try:
-        json.loads(body, parse_constant=constant)
+        json.loads(body, parse_constant=constant, parse_float=number)
     except _NonFinite:
         return True
     except (ValueError, RecursionError):
@@ -451,8 +499,8 @@ class ParallelClient(_ClientCore):
     Args:
         api_key: The Parallel API key (sent as ``x-api-key``). ``None`` sends no key.
         base_url: The API's base URL; https unless the host is loopback.
-        connect_timeout: Seconds to wait for a connection.
-        read_timeout: Seconds to wait for each read (also used for writes and the pool).
+        connect_timeout: Seconds to wait for a connection (finite, > 0).
+        read_timeout: Seconds to wait for each read (also used for writes and the pool; finite, > 0).
         max_retries: Extra attempts for retryable failures (ignored when ``retry_policy`` is given).
         retry_policy: Full retry bounds.
         max_response_bytes: Bodies larger than this are refused without being read in full.
@@ -480,6 +528,8 @@ class ParallelClient(_ClientCore):
     ) -> None:
         super().__init__(api_key, **options)
         self._owns_http = http_client is None
+        if http_client is None and transport is None:
+            transport = _deadline_transport(self._limits())
         self._http = http_client or httpx.Client(
             transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
         )
@@ -515,6 +565,8 @@ class ParallelClient(_ClientCore):
 
     def _attempt(self, run_id: str, started: float) -> TaskRunInput:
         failure: APIError | None = None
+        deadline = self.retry_policy.deadline
+        context = _CALL_DEADLINE.set(None if deadline is None else started + deadline)
         try:
             response = self._http.send(self._request(run_id), stream=True, follow_redirects=False)
             try:
@@ -525,9 +577,11 @@ class ParallelClient(_ClientCore):
             finally:
                 response.close()
         except (httpx.TransportError, httpx.DecodingError, OSError) as exc:
-            failure = self._transport_error(run_id, exc)
+            failure = self._past_deadline(run_id, started) or self._transport_error(run_id, exc)
         except httpx.InvalidURL as exc:
             failure = self._unusable_redirect(run_id, exc)
+        finally:
+            _CALL_DEADLINE.reset(context)
         if failure is not None:
             raise failure
         return self._interpret(run_id, response.status_code, response.headers, bytes(body))
@@ -695,13 +749,14 @@ class AsyncParallelClient(_ClientCore):
     async def iter_task_run_inputs(
         self, run_ids: Iterable[str], *, concurrency: int = 16, quiet: bool = True
     ) -> AsyncIterator[FetchResult]:
-        """Fetch many inputs, at most ``concurrency`` at a time, yielding each outcome as it completes.
+        """Fetch many inputs, at most ``concurrency`` (1 to :data:`MAX_CONCURRENCY`) at a time, yielding each
+        outcome as it completes.
 
         Run ids are drawn from ``run_ids`` lazily, so memory stays bounded by ``concurrency`` however
         many there are. A failure is a :class:`FetchResult` with ``error`` set; it never stops the others.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
         # ``concurrency`` workers share one iterator of ids and hand their outcomes over a bounded queue:
         # constant work per run (waiting on a set of tasks costs in proportion to its size, per run).
         pending_ids = iter(run_ids)
@@ -760,6 +815,86 @@ class AsyncParallelClient(_ClientCore):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+
+# The monotonic time by which the sync client's current call must end (None: no deadline); read by
+# every socket operation of its default transport.
+_CALL_DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar("parallel_call_deadline", default=None)
+
+
+def _within_deadline(timeout: float | None, error: type[httpcore.TimeoutException]) -> float | None:
+    """A socket operation's timeout, shortened to what is left of the current call's deadline."""
+    deadline = _CALL_DEADLINE.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise error("the overall deadline passed")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose reads and writes also stop at the call's overall deadline: httpx's read timeout
+    restarts with every byte, so a server trickling its headers a byte at a time could hold a call forever."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _within_deadline(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _within_deadline(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        timeout = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """Opens :class:`_DeadlineStream` connections."""
+
+    def __init__(self, backend: httpcore.NetworkBackend) -> None:
+        self._backend = backend
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_tcp(host, port, timeout, local_address, socket_options))
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.NetworkStream:
+        timeout = _within_deadline(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._backend.connect_unix_socket(path, timeout, socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
+
+
+def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
+    """httpx's own transport, its connections wrapped by :class:`_DeadlineBackend`. httpx has no option
+    for a network backend; its pool keeps one in an attribute (a test fails if that ever changes)."""
+    transport = httpx.HTTPTransport(limits=limits)
+    pool = transport._pool
+    backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, httpcore.NetworkBackend):
+        pool._network_backend = _DeadlineBackend(backend)
+    return transport
 
 
 def _extend(guard: Any, deadline: float) -> None:

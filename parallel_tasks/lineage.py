@@ -79,13 +79,29 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Longest folder name most filesystems allow (bytes); a segment this long or shorter is kept as it is.
+_MAX_SEGMENT = 255
+_HASHED_PREFIX = 128
+
+
 def _path_segment(run_id: str) -> str:
     """The run id as one path segment: percent-encoded, and never empty, ``.`` or ``..`` (a record of a
-    refused run id must not land outside its folder)."""
+    refused run id must not land outside its folder).
+
+    A segment longer than a folder name may be (256 ASCII characters, 100 ``é``) becomes its first 128
+    characters, ``%~`` and the SHA-256 of the run id. ``quote`` never writes ``%~``, so such a segment
+    cannot be any other run id's; shorter segments are unchanged, so existing stores stay valid.
+    """
     segment = quote(run_id, safe="")
     if segment.strip(".") == "":
-        return "%" + "%2E" * len(segment)
-    return segment
+        segment = "%" + "%2E" * len(segment)
+    if len(segment) <= _MAX_SEGMENT:
+        return segment
+    prefix = segment[:_HASHED_PREFIX]
+    escape = prefix.rfind("%", len(prefix) - 2)  # never cut a %XX escape in two
+    if escape != -1:
+        prefix = prefix[:escape]
+    return f"{prefix}%~{sha256_hex(run_id.encode())}"
 
 
 def content_key(run_id: str, sha256: str) -> str:
@@ -363,7 +379,7 @@ def summary_row(record: RunInputRecord) -> dict[str, Any]:
 def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0) -> AuditSummary:
     """Counts by status, and one summary row per run, over the outcome records of an audit."""
     ordered = sorted(records, key=lambda r: r.run_id)
-    counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed"), 0)
+    counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"), 0)
     for record in ordered:
         counts[record.status] += 1
     return AuditSummary(

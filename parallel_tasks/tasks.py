@@ -328,5 +328,15 @@ async def _record_fetch_result(
         failure = build_failure_record(result.run_id, error, **ids)
     try:
         return await record_outcome(target, failure, artifacts=False)
-    except Exception:  # storage itself is broken: the failure is still reported in the summary
-        return failure
+    except Exception as error:  # storage itself is broken: the outcome is still reported in the summary
+        return _not_stored(result, failure, error, ids)
+
+
+def _not_stored(result: FetchResult, failure: RunInputRecord, error: Exception, ids: dict[str, Any]) -> RunInputRecord:
+    """The outcome of a run whose record could not be written: ``not_stored`` when its input was fetched,
+    else its fetch failure; either way the error says that nothing was stored."""
+    note = f"its record could not be stored: {type(error).__name__}: {error}"
+    if result.run_input is not None:
+        return failure.model_copy(update={"status": "not_stored", "error": f"input fetched, but {note}"})
+    fetch_failure = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
+    return fetch_failure.model_copy(update={"error": f"{fetch_failure.error}; {note}"})
