@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import re
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any
@@ -73,8 +75,12 @@ def parse_run_input(run_id: str, status: int, headers: Headers, body: bytes, *, 
     try:
         run_input = TaskRunInput.model_validate_json(body)
     except pydantic.ValidationError as exc:
-        not_json = any(e["type"] == "json_invalid" for e in exc.errors(include_url=False))
-        if not_json:
+        json_errors = [e["msg"] for e in exc.errors(include_url=False) if e["type"] == "json_invalid"]
+        not_json = bool(json_errors)
+        beyond = _beyond_parser_limits(json_errors)
+        if beyond:
+            message = f"{status} response for run {run_id!r} is JSON the parser refuses: {beyond}"
+        elif not_json:
             kind = headers.get("content-type", "no content type")
             message = f"{status} response for run {run_id!r} is not valid JSON ({kind}, {len(body)} bytes)"
         else:
@@ -83,10 +89,15 @@ def parse_run_input(run_id: str, status: int, headers: Headers, body: bytes, *, 
                 for e in exc.errors(include_url=False, include_input=False)[:5]
             )
             message = f"{status} response for run {run_id!r} does not match TaskRunInput: {problems}"
-        failure: Failure = "unreadable_body" if not_json else "invalid_body"
+        # A body that is not JSON at all is most often a broken transfer or a proxy page: worth retrying.
+        # One past the parser's limits is the same on every fetch: not.
+        failure: Failure = "unreadable_body" if not_json and not beyond else "invalid_body"
         raise ResponseValidationError(redact(message), run_id=run_id, status_code=status, failure=failure) from None
-    if (b"NaN" in body or b"Infinity" in body) and has_non_finite_number(body):
-        message = f"{status} response for run {run_id!r} holds NaN or Infinity, which JSON (RFC 8259) does not allow"
+    if (b"NaN" in body or b"Infinity" in body or _LARGE_NUMBER.search(body)) and has_non_finite_number(body):
+        message = (
+            f"{status} response for run {run_id!r} holds NaN or Infinity, or a number too large for a"
+            " 64-bit float (such as 1e400): JSON (RFC 8259) cannot hold it as it is, so it is refused, not changed"
+        )
         raise ResponseValidationError(message, run_id=run_id, status_code=status)
     return run_input
 
@@ -141,16 +152,42 @@ def parse_error_body(body: bytes, headers: Headers) -> tuple[str | None, str, di
     return None, describe_body(body, headers), None
 
 
+# What a number that overflows a float looks like (1e400, 400 digits before the point): only a body
+# that has one is parsed a second time.
+_LARGE_NUMBER = re.compile(rb"[0-9][eE]\+?0*[1-9][0-9]{2}|[0-9]{300}")
+
+# The JSON parser's messages for documents past its fixed limits, and what to say instead.
+_PARSER_LIMITS = {
+    "recursion limit exceeded": "arrays or objects are nested deeper than the parser allows",
+    "number out of range": "a number has more digits than the parser allows (integers up to 4300 digits)",
+}
+
+
+def _beyond_parser_limits(json_errors: list[str]) -> str | None:
+    """What is wrong with a body that is refused for being past the parser's limits, not for being broken."""
+    for error in json_errors:
+        for marker, meaning in _PARSER_LIMITS.items():
+            if marker in error:
+                return f"{meaning} ({error})"
+    return None
+
+
 def has_non_finite_number(body: bytes) -> bool:
-    """Whether a body pydantic accepted spells NaN or Infinity as a number (not inside a string), as
-    Python's json.dumps does by default: pydantic takes them, but canonical JSON cannot record them.
-    (A number that only overflows, 1e400, is caught when the record is made.)"""
+    """Whether a body pydantic accepted holds a number a float cannot hold: NaN or Infinity spelled as a
+    number (not inside a string), as Python's json.dumps writes them, or one that overflows (1e400).
+    Pydantic takes them as floats, and a record would store them as null: the input changed silently."""
 
     def constant(text: str) -> float:
         raise _NonFinite(text)
 
+    def number(text: str) -> float:
+        value = float(text)
+        if math.isinf(value):
+            raise _NonFinite(text)
+        return value
+
     try:
-        json.loads(body, parse_constant=constant)
+        json.loads(body, parse_constant=constant, parse_float=number)
     except _NonFinite:
         return True
     except (ValueError, RecursionError):

@@ -29,6 +29,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from parallel_tasks.credentials import ParallelCredentials
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.records import build_failure_record
+from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DASK_ENV_VAR, get_settings
 from parallel_tasks.storage import read_latest, resolve_storage
 from parallel_tasks.tasks import (
@@ -125,23 +126,31 @@ class _Collector:
     """Gathers the outcome of each batch as it finishes: materializes its assets and logs progress
     about every 10%. A batch that broke as a whole counts as a failure of each of its runs."""
 
-    def __init__(self, total: int, base_url: str) -> None:
-        self.total, self.base_url = total, base_url
+    def __init__(self, total: int, base_url: str, secrets: tuple[str, ...] = ()) -> None:
+        self.total, self.base_url, self._secrets = total, base_url, secrets
         self.records: list[RunInputRecord] = []
         self._next_progress = 10
         self._logger = get_run_logger()
 
     def add(self, batch: list[str], outcome: list[RunInputRecord] | BaseException, last: bool) -> None:
         if isinstance(outcome, BaseException):
-            self._logger.error("A batch of %d runs failed: %s", len(batch), outcome)
-            outcome = [build_failure_record(run_id, outcome, base_url=self.base_url) for run_id in batch]
+            self._logger.error("A batch of %d runs failed: %s", len(batch), redact_text(str(outcome), self._secrets))
+            outcome = [
+                build_failure_record(run_id, outcome, base_url=self.base_url, secrets=self._secrets) for run_id in batch
+            ]
         self.records += outcome
         materialize_run_input_assets(outcome, name="materialize-run-inputs")
         percent = 100 * len(self.records) // self.total
         if percent >= self._next_progress or last:
             failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in self.records)
+            unstored = sum(r.status == "not_stored" for r in self.records)
             self._logger.info(
-                "Progress: %d/%d runs (%d%%), %d not fetched", len(self.records), self.total, percent, failed
+                "Progress: %d/%d runs (%d%%), %d not fetched, %d not stored",
+                len(self.records),
+                self.total,
+                percent,
+                failed,
+                unstored,
             )
             self._next_progress = (percent // 10 + 1) * 10
 
@@ -149,16 +158,17 @@ class _Collector:
 def audit_in_batches(
     run_ids: list[str], batch_size: int | None, credentials: ParallelCredentials, options: BatchOptions
 ) -> list[RunInputRecord]:
-    """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them).
+    """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them: never
+    more batches at once than ``concurrency``, each with its share of it).
 
     With Prefect's default thread-pool runner the batches share one event loop: threads each running
     a loop would only fight over the GIL. Any other runner (Dask, say) gets them through ``submit``.
     """
     size = batch_size or max(50, math.ceil(len(run_ids) / 10))
     batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
-    width = min(PARALLEL_BATCHES, len(batches))
+    width = min(PARALLEL_BATCHES, len(batches), options.concurrency)
     options = BatchOptions(max(1, options.concurrency // width), options.storage, options.artifacts)
-    collector = _Collector(len(run_ids), credentials.base_url)
+    collector = _Collector(len(run_ids), credentials.base_url, credentials.secrets_in_use())
     context = FlowRunContext.get()
     if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
         run_coro_as_sync(_in_one_loop(batches, width, credentials, options, collector))
@@ -213,23 +223,35 @@ def _through_task_runner(
         collector.add(batch, future.result(raise_on_failure=False), last=not (waiting or running))
 
 
-def audit_with_map(
-    run_ids: list[str], credentials: ParallelCredentials, storage: str | None, artifacts: bool
-) -> list[RunInputRecord]:
-    """One task run per run id and step (``use_map=True``)."""
-    fetched = retrieve_task_run_input.map(run_ids, credentials=unmapped(credentials))
+def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options: BatchOptions) -> list[RunInputRecord]:
+    """One task run per run id and step (``use_map=True``), mapped ``options.concurrency`` run ids at a time
+    (Prefect's thread pool would otherwise run every fetch at once)."""
+    concurrency, storage, artifacts = options.concurrency, options.storage, options.artifacts
+    fetched: list[PrefectFuture[Any]] = []
+    for start in range(0, len(run_ids), concurrency):
+        window = retrieve_task_run_input.map(run_ids[start : start + concurrency], credentials=unmapped(credentials))
+        window.wait()
+        fetched += window
     records: list[RunInputRecord] = []
     for run_id, future in zip(run_ids, fetched, strict=True):
         outcome = future.result(raise_on_failure=False)
         if isinstance(outcome, BaseException):
             records.append(
-                record_task_run_input_failure(run_id, outcome, base_url=credentials.base_url, storage=storage)
+                record_task_run_input_failure(
+                    run_id, outcome, base_url=credentials.base_url, storage=storage, credentials=credentials
+                )
             )
             continue
         report = validate_task_run_input(outcome)
         records.append(
             record_task_run_input_lineage(
-                run_id, outcome, report, base_url=credentials.base_url, storage=storage, artifacts=artifacts
+                run_id,
+                outcome,
+                report,
+                base_url=credentials.base_url,
+                storage=storage,
+                artifacts=artifacts,
+                credentials=credentials,
             )
         )
     materialize_run_input_assets(records)

@@ -10,6 +10,7 @@ know nothing of Prefect.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import aiohttp
 import httpx
 
 from parallel_tasks._aiohttp import AiohttpExchange
+from parallel_tasks._deadline import CALL_DEADLINE, deadline_transport
 from parallel_tasks._logging import debug_enabled, get_logger
 from parallel_tasks._responses import Headers, exchange_failure, interpret, too_large
 from parallel_tasks._urls import MAX_RUN_ID_LENGTH, encoded_path, run_input_path, validate_base_url, validate_run_id
@@ -41,6 +43,7 @@ from parallel_tasks.settings import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
+    MAX_CONCURRENCY,
 )
 
 __all__ = [
@@ -48,6 +51,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_READ_TIMEOUT",
+    "MAX_CONCURRENCY",
     "MAX_RUN_ID_LENGTH",
     "AsyncParallelClient",
     "FetchResult",
@@ -99,6 +103,9 @@ class _ClientCore(Generic[HttpClient, Transport]):
     ) -> None:
         if max_response_bytes <= 0:
             raise ValueError(f"max_response_bytes must be > 0, got {max_response_bytes}")
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
         self._base_url = str(validate_base_url(base_url))
         self._api_key = api_key or None
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
@@ -152,12 +159,18 @@ class _ClientCore(Generic[HttpClient, Transport]):
         self._check_deadline(run_id, started)
 
     def _check_deadline(self, run_id: str, started: float) -> None:
+        past = self._past_deadline(run_id, started)
+        if past is not None:
+            raise past
+
+    def _past_deadline(self, run_id: str, started: float) -> APITimeoutError | None:
+        """The error for a call whose overall deadline has passed, else ``None``."""
         deadline = self.retry_policy.deadline
         if deadline is not None and time.monotonic() - started > deadline:
-            raise APITimeoutError(
-                f"Request timed out for run {run_id!r}: the overall {deadline:g}s deadline passed",
-                run_id=run_id,
+            return APITimeoutError(
+                f"Request timed out for run {run_id!r}: the overall {deadline:g}s deadline passed", run_id=run_id
             )
+        return None
 
     def _interpret(self, run_id: str, status: int, headers: Headers, body: bytes) -> TaskRunInput:
         """The parsed input for a 2xx, else the matching error (raised)."""
@@ -243,8 +256,8 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
     Args:
         api_key: The Parallel API key (sent as ``x-api-key``). ``None`` sends no key.
         base_url: The API's base URL; https unless the host is loopback.
-        connect_timeout: Seconds to wait for a connection.
-        read_timeout: Seconds to wait for each read (also used for writes and the pool).
+        connect_timeout: Seconds to wait for a connection (finite, > 0).
+        read_timeout: Seconds to wait for each read (also used for writes and the pool; finite, > 0).
         max_retries: Extra attempts for retryable failures (ignored when ``retry_policy`` is given).
         retry_policy: Full retry bounds.
         max_response_bytes: Bodies larger than this are refused without being read in full.
@@ -264,6 +277,8 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
 
     def _open(self, http_client: httpx.Client | None, transport: httpx.BaseTransport | None) -> None:
         self._owns_http = http_client is None
+        if http_client is None and transport is None:
+            transport = deadline_transport(self._limits())
         self._http = http_client or httpx.Client(
             transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
         )
@@ -295,6 +310,8 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
         return step
 
     def _attempt(self, run_id: str, started: float) -> TaskRunInput:
+        deadline = self.retry_policy.deadline
+        context = CALL_DEADLINE.set(None if deadline is None else started + deadline)
         try:
             response = self._http.send(self._request(run_id), stream=True, follow_redirects=False)
             try:
@@ -305,9 +322,11 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
             finally:
                 response.close()
         except _SYNC_FAILURES as exc:
-            failure = self._exchange_failure(run_id, exc)
+            failure = self._past_deadline(run_id, started) or self._exchange_failure(run_id, exc)
         else:
             return self._interpret(run_id, response.status_code, response.headers, bytes(body))
+        finally:
+            CALL_DEADLINE.reset(context)
         raise failure  # outside the except block: the httpx exception (which holds the key) is not chained
 
     def close(self) -> None:
@@ -413,13 +432,14 @@ class AsyncParallelClient(_ClientCore[httpx.AsyncClient, httpx.AsyncBaseTranspor
     async def iter_task_run_inputs(
         self, run_ids: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = True
     ) -> AsyncIterator[FetchResult]:
-        """Fetch many inputs, at most ``concurrency`` at a time, yielding each outcome as it completes.
+        """Fetch many inputs, at most ``concurrency`` (1 to :data:`MAX_CONCURRENCY`) at a time, yielding each
+        outcome as it completes.
 
         Run ids are drawn from ``run_ids`` lazily, so memory stays bounded by ``concurrency`` however
         many there are. A failure is a :class:`FetchResult` with ``error`` set; it never stops the others.
         """
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
         # ``concurrency`` workers share one iterator of ids and hand their outcomes over a bounded queue:
         # constant work per run (waiting on a set of tasks costs in proportion to its size, per run).
         pending_ids = iter(run_ids)

@@ -81,6 +81,11 @@ class ParallelCredentials(Block):
         }
         return {"api_key": _reveal(self.api_key), **options, **overrides}
 
+    def secrets_in_use(self) -> tuple[str, ...]:
+        """The secrets these credentials bring, for redaction to mask wherever they appear: the API key
+        (a webhook or signing secret kept here would join it)."""
+        return (_reveal(self.api_key),)
+
     def get_client(self, **overrides: Any) -> ParallelClient:
         """A synchronous client configured from this block (keyword arguments override it)."""
         return ParallelClient(**self._client_options(overrides))

@@ -25,7 +25,7 @@ from parallel_tasks.credentials import resolve_credentials
 from parallel_tasks.errors import InvalidRunInputError
 from parallel_tasks.models import AuditSummary
 from parallel_tasks.records import summarize
-from parallel_tasks.settings import DEFAULT_CONCURRENCY
+from parallel_tasks.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from parallel_tasks.tasks import (
     materialize_run_input_assets,
     record_task_run_input_failure,
@@ -61,12 +61,14 @@ def fetch_run_input(
     fetched = retrieve_task_run_input(run_id, credentials=credentials, return_state=True)
     if not fetched.is_completed():
         error = cast(BaseException, fetched.result(raise_on_failure=False))
-        record_task_run_input_failure(run_id, error, base_url=credentials.base_url, storage=storage_block)
+        record_task_run_input_failure(
+            run_id, error, base_url=credentials.base_url, storage=storage_block, credentials=credentials
+        )
         raise error
     run_input = fetched.result()
     report = validate_task_run_input(run_input)
     record = record_task_run_input_lineage(
-        run_id, run_input, report, base_url=credentials.base_url, storage=storage_block
+        run_id, run_input, report, base_url=credentials.base_url, storage=storage_block, credentials=credentials
     )
     materialize_run_input_assets([record], name="materialize-run-input")
     summary = {
@@ -106,7 +108,8 @@ def audit_run_inputs(
         run_ids: The run ids to audit.
         run_ids_file: A file of run ids (JSON list, or one per line), instead of or besides ``run_ids``.
         credentials_block: Name of a ParallelCredentials or Secret block; ``None`` reads ``PARALLEL_API_KEY``.
-        max_concurrency: Requests in flight at once, over all batches.
+        max_concurrency: Requests in flight at once, over all batches (or mapped tasks), at most 1,000;
+            with ``chunk_size``, in each chunk's flow run.
         batch_size: Runs per batch task; by default about a tenth of the runs (at least 50).
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown and metadata artifacts (thousands would bury the UI).
@@ -122,15 +125,15 @@ def audit_run_inputs(
     distinct = list(dict.fromkeys(given))
     if not distinct:
         raise ValueError("No run ids to audit: pass run_ids or run_ids_file")
-    if max_concurrency < 1:
-        raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY:
+        raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}")
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
     if chunk_size is not None and len(distinct) > chunk_size:
         parameters = ChunkParameters(credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts)
         records = audit_in_chunks(distinct, chunk_size, chunk_deployment, parameters, credentials.base_url)
     elif use_map:
-        records = audit_with_map(distinct, credentials, storage_block, per_run_artifacts)
+        records = audit_with_map(distinct, credentials, BatchOptions(max_concurrency, storage_block, per_run_artifacts))
     else:
         options = BatchOptions(max_concurrency, storage_block, per_run_artifacts)
         records = audit_in_batches(distinct, batch_size, credentials, options)
@@ -141,9 +144,16 @@ def audit_run_inputs(
         description=f"Audit of Parallel run inputs: {summary.describe()}",
     )
     logger.info("Audit finished: %s", summary.describe())
-    if fail_on_errors and summary.not_fetched:
-        return Failed(
-            message=f"{summary.not_fetched} of {summary.total} runs could not be fetched; {summary.describe()}",
-            data=summary,
-        )
+    if fail_on_errors and (summary.not_fetched or summary.not_stored):
+        return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)
     return Completed(message=summary.describe(), data=summary)
+
+
+def _shortfall(summary: AuditSummary) -> str:
+    """What went wrong, fetching and storing told apart: ``15 of 200 runs could not be fetched``."""
+    parts = []
+    if summary.not_fetched:
+        parts.append(f"{summary.not_fetched} of {summary.total} runs could not be fetched")
+    if summary.not_stored:
+        parts.append(f"{summary.not_stored} of {summary.total} runs were fetched but their records could not be stored")
+    return "; ".join(parts)

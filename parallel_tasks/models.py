@@ -270,8 +270,9 @@ class ValidationReport(BaseModel):
         return "valid_with_warnings" if self.violations else "valid"
 
 
-RecordStatus = Literal["ok", "invalid", "not_found", "unauthorized", "failed"]
-"""The outcome of auditing one run: fetched and valid, fetched but invalid, or why it was not fetched."""
+RecordStatus = Literal["ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"]
+"""The outcome of auditing one run: fetched and valid, fetched but invalid, why it was not fetched, or
+fetched but its record could not be written (``not_stored``, never found in a store)."""
 
 
 class RunInputRecord(BaseModel):
@@ -282,7 +283,7 @@ class RunInputRecord(BaseModel):
 
     Attributes:
         run_id: The Parallel task run id.
-        status: ``ok``, ``invalid``, ``not_found``, ``unauthorized`` or ``failed``.
+        status: ``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed`` or ``not_stored``.
         sha256: Hash of the redacted input (``None`` when the input was not fetched).
         previous_sha256: The hash recorded for this run before, if any.
         drift: True when the input changed since it was last recorded.
@@ -294,7 +295,9 @@ class RunInputRecord(BaseModel):
         processor: The run's processor.
         verdict: ``valid``, ``valid_with_warnings`` or ``invalid``.
         violations: Every validation finding.
-        error: Why the input could not be fetched.
+        error: Why the input could not be fetched (secrets masked).
+        redacted_paths: The JSON paths of ``input`` whose values were masked, sorted (records made
+            before this field existed have none and still verify).
         input: The run input with secrets redacted (only in content records).
     """
 
@@ -315,6 +318,7 @@ class RunInputRecord(BaseModel):
     verdict: Literal["valid", "valid_with_warnings", "invalid"] | None = None
     violations: tuple[Violation, ...] = ()
     error: str | None = None
+    redacted_paths: tuple[str, ...] = ()
     input: dict[str, Any] | None = None
 
 
@@ -323,7 +327,7 @@ class AuditSummary(BaseModel):
 
     Attributes:
         total: Distinct run ids audited.
-        counts: Runs per status (``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed``).
+        counts: Runs per status (``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed``, ``not_stored``).
         drifted: Runs whose input changed since it was last recorded.
         duplicates: Run ids given more than once (audited once).
         rows: One summary row per run (run id, status, violations, sha256, ...), sorted by run id.
@@ -337,8 +341,13 @@ class AuditSummary(BaseModel):
 
     @property
     def not_fetched(self) -> int:
-        """Runs whose input could not be fetched (or recorded)."""
+        """Runs whose input could not be fetched (or whose record could not be built)."""
         return sum(self.counts.get(s, 0) for s in ("not_found", "unauthorized", "failed"))
+
+    @property
+    def not_stored(self) -> int:
+        """Runs whose input was fetched but whose record could not be written."""
+        return self.counts.get("not_stored", 0)
 
     def describe(self) -> str:
         """One line for logs and state messages, e.g. ``200 runs: 180 ok, 12 invalid, 8 not_found``."""

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from parallel_tasks.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from parallel_tasks.models import AuditSummary, RecordStatus, RunInputRecord, TaskRunInput, ValidationReport
-from parallel_tasks.redaction import redact_run_input
+from parallel_tasks.redaction import Redactor
 from parallel_tasks.rendering import summary_row
 
 __all__ = [
@@ -59,13 +59,29 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# Longest folder name most filesystems allow (bytes); a segment this long or shorter is kept as it is.
+_MAX_SEGMENT = 255
+_HASHED_PREFIX = 128
+
+
 def _path_segment(run_id: str) -> str:
     """The run id as one path segment: percent-encoded, and never empty, ``.`` or ``..`` (a record of a
-    refused run id must not land outside its folder)."""
+    refused run id must not land outside its folder).
+
+    A segment longer than a folder name may be (256 ASCII characters, 100 ``é``) becomes its first 128
+    characters, ``%~`` and the SHA-256 of the run id. ``quote`` never writes ``%~``, so such a segment
+    cannot be any other run id's; shorter segments are unchanged, so existing stores stay valid.
+    """
     segment = quote(run_id, safe="")
     if segment.strip(".") == "":
-        return "%" + "%2E" * len(segment)
-    return segment
+        segment = "%" + "%2E" * len(segment)
+    if len(segment) <= _MAX_SEGMENT:
+        return segment
+    prefix = segment[:_HASHED_PREFIX]
+    escape = prefix.rfind("%", len(prefix) - 2)  # never cut a %XX escape in two
+    if escape != -1:
+        prefix = prefix[:escape]
+    return f"{prefix}%~{sha256_hex(run_id.encode())}"
 
 
 def content_key(run_id: str, sha256: str) -> str:
@@ -102,9 +118,15 @@ def build_record(
     flow_run_id: str | None = None,
     task_run_id: str | None = None,
 ) -> RunInputRecord:
-    """The content record of a fetched input: redacted canonical input, its hash, and its context."""
+    """The content record of a fetched input: redacted canonical input, its hash, and its context.
+
+    ``secrets`` are the secrets in use (the API key): masked wherever they appear. The findings are
+    redacted too, and ``redacted_paths`` lists what was masked; the hash is over the stored input.
+    """
     body = run_input.model_dump(mode="json", exclude_unset=True) if isinstance(run_input, TaskRunInput) else run_input
-    redacted = redact_run_input(body, secrets)
+    redactor = Redactor(secrets)
+    redacted, paths, removed = redactor.run_input(body)
+    report = redactor.report(report, paths, removed)
     digest = sha256_hex(canonical_json(redacted))
     return RunInputRecord(
         run_id=run_id,
@@ -118,6 +140,7 @@ def build_record(
         processor=str(redacted.get("processor", "")),
         verdict=report.verdict,
         violations=report.violations,
+        redacted_paths=tuple(paths),
         input=redacted,
     )
 
@@ -127,10 +150,12 @@ def build_failure_record(
     error: BaseException,
     *,
     base_url: str,
+    secrets: Iterable[str] = (),
     flow_run_id: str | None = None,
     task_run_id: str | None = None,
 ) -> RunInputRecord:
-    """The outcome record of a run whose input could not be fetched."""
+    """The outcome record of a run whose input could not be fetched; its error text is redacted
+    (an error may quote a response body)."""
     return RunInputRecord(
         run_id=run_id,
         status=status_for_error(error),
@@ -138,7 +163,7 @@ def build_failure_record(
         base_url=base_url,
         flow_run_id=flow_run_id,
         task_run_id=task_run_id,
-        error=f"{type(error).__name__}: {error}",
+        error=Redactor(secrets).text(f"{type(error).__name__}: {error}"),
     )
 
 
@@ -156,7 +181,7 @@ def verify_record(data: bytes | str) -> RunInputRecord:
 def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0) -> AuditSummary:
     """Counts by status, and one summary row per run, over the outcome records of an audit."""
     ordered = sorted(records, key=lambda r: r.run_id)
-    counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed"), 0)
+    counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"), 0)
     for record in ordered:
         counts[record.status] += 1
     return AuditSummary(

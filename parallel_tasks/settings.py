@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_READ_TIMEOUT",
     "ENV_PREFIX",
+    "MAX_CONCURRENCY",
     "ParallelSettings",
     "get_settings",
 ]
@@ -35,6 +36,9 @@ DEFAULT_MAX_RETRIES = 3
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 DEFAULT_CONCURRENCY = 16
 """Requests in flight at once for a batch (the async client) and for an audit (the flow)."""
+MAX_CONCURRENCY = 1000
+"""The most requests a batch may have in flight: each costs a worker, and past the pool's 100
+connections more only wait for one."""
 
 
 class ParallelSettings(BaseSettings):

@@ -678,11 +678,12 @@ def test_nan_and_infinity_are_refused_by_the_client(client: str, number: bytes) 
 
 
 @pytest.mark.parametrize("number", [b"1e400", b"-" + b"9" * 400 + b".5"])
-def test_a_number_that_overflows_is_refused_when_recorded(number: bytes) -> None:
+def test_a_number_that_overflows_is_refused_by_the_client_and_when_recorded(number: bytes) -> None:
     body = b'{"processor":"core","input":"q","metadata":{"score":%s}}' % number
-    run_input, _ = sync_outcome("trun_inf", [Reply(200, body)], 32 * 1024 * 1024)
-    assert run_input is not None and run_input.metadata is not None
-    assert math.isinf(run_input.metadata["score"])  # what any JSON parser makes of it
+    fetched, handler = sync_outcome("trun_inf", [Reply(200, body)], 32 * 1024 * 1024)
+    assert fetched is None and len(handler.requests) == 1
+    run_input = TaskRunInput.model_validate_json(body)  # an input parsed elsewhere, then recorded
+    assert run_input.metadata is not None and math.isinf(run_input.metadata["score"])
     report = check_task_run_input(run_input)
     with pytest.raises(ValueError, match="cannot be recorded as canonical JSON: it holds NaN or an infinite number"):
         build_record("trun_inf", run_input, report, base_url=BASE_URL)

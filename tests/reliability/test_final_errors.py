@@ -84,6 +84,7 @@ def test_final_errors_are_recorded_and_every_other_run_completes(
         "not_found": 4,
         "unauthorized": 7,
         "failed": 6,
+        "not_stored": 0,
     }
 
     runs = stored_runs(folder)
