@@ -33,7 +33,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 pytest: install $(PRISM)
-	$(PY) -m pytest --cov=parallel_tasks --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	UV="$(UV)" $(PY) -m pytest --cov=parallel_tasks --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

@@ -8,6 +8,9 @@ the library reads ``os.environ``. This module imports neither httpx nor Prefect.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import pydantic
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +27,7 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "ENV_PREFIX",
     "MAX_CONCURRENCY",
+    "SENSITIVE_KEYS_ENV_VAR",
     "ParallelSettings",
     "get_settings",
 ]
@@ -52,9 +56,11 @@ class ParallelSettings(BaseSettings):
         max_retries: ``PARALLEL_MAX_RETRIES``: the client's extra attempts (with that key).
         tasks_dask_address: ``PARALLEL_TASKS_DASK_ADDRESS``: the audit's task runner (see
             :func:`parallel_tasks.audit.task_runner_from_environment`); empty for Prefect's thread pool.
+        sensitive_keys: ``PARALLEL_SENSITIVE_KEYS``: more key patterns to redact, comma-separated (see
+            :mod:`parallel_tasks.redaction`).
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, case_sensitive=True)
 
     api_key: SecretStr | None = None
     base_url: str = DEFAULT_BASE_URL
@@ -62,6 +68,12 @@ class ParallelSettings(BaseSettings):
     read_timeout: float = Field(default=DEFAULT_READ_TIMEOUT, gt=0)
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=10)
     tasks_dask_address: str = ""
+    sensitive_keys: str = ""
+
+    @property
+    def sensitive_key_patterns(self) -> tuple[str, ...]:
+        """``sensitive_keys`` as a tuple of patterns, blanks dropped."""
+        return tuple(p.strip() for p in self.sensitive_keys.split(",") if p.strip())
 
     @pydantic.field_validator("api_key", mode="after")
     @classmethod
@@ -83,15 +95,26 @@ class ParallelSettings(BaseSettings):
 API_KEY_ENV_VAR = f"{ENV_PREFIX}API_KEY"
 BASE_URL_ENV_VAR = f"{ENV_PREFIX}BASE_URL"
 DASK_ENV_VAR = f"{ENV_PREFIX}TASKS_DASK_ADDRESS"
+SENSITIVE_KEYS_ENV_VAR = f"{ENV_PREFIX}SENSITIVE_KEYS"
 
 
 def get_settings() -> ParallelSettings:
-    """The settings as the environment gives them now.
+    """The settings as the environment gives them now (cheap: parsed again only when a variable changed,
+    so hot paths such as redaction may call it freely).
 
     Raises:
         ValueError: A ``PARALLEL_*`` variable holds a value that is not usable; the message names it
             (never its value, which may be a key).
     """
+    return _parsed(tuple(os.environ.get(name) for name in _ENV_NAMES))
+
+
+_ENV_NAMES = tuple(f"{ENV_PREFIX}{name.upper()}" for name in ParallelSettings.model_fields)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(values: tuple[str | None, ...]) -> ParallelSettings:
+    """The settings for these variable values (the cache key; pydantic-settings reads them itself)."""
     try:
         return ParallelSettings()
     except pydantic.ValidationError as exc:
