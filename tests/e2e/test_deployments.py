@@ -22,7 +22,8 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 
-from parallel_tasks import ParallelCredentials, setup
+from parallel_tasks import ParallelCredentials
+from parallel_tasks import server_setup as setup
 from parallel_tasks.audit import load_run_ids
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
