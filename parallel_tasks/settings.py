@@ -60,7 +60,7 @@ class ParallelSettings(BaseSettings):
             :mod:`parallel_tasks.redaction`).
     """
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True, case_sensitive=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     api_key: SecretStr | None = None
     base_url: str = DEFAULT_BASE_URL
@@ -110,6 +110,7 @@ def get_settings() -> ParallelSettings:
 
 
 _ENV_NAMES = tuple(f"{ENV_PREFIX}{name.upper()}" for name in ParallelSettings.model_fields)
+"""The variables, spelled in capitals as documented (what the cache of parsed settings is keyed on)."""
 
 
 @functools.lru_cache(maxsize=8)
