@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -21,6 +21,7 @@ import aiohttp
 import httpx
 
 from parallel_tasks._aiohttp import AiohttpExchange
+from parallel_tasks._batch import BatchFetching
 from parallel_tasks._deadline import CALL_DEADLINE, deadline_transport
 from parallel_tasks._logging import debug_enabled, get_logger
 from parallel_tasks._responses import Headers, exchange_failure, interpret, too_large
@@ -38,7 +39,6 @@ from parallel_tasks.redaction import scrub_secrets
 from parallel_tasks.retry import RetryPolicy, plan_retry
 from parallel_tasks.settings import (
     DEFAULT_BASE_URL,
-    DEFAULT_CONCURRENCY,
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRIES,
@@ -343,7 +343,7 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
         self.close()
 
 
-class AsyncParallelClient(_ClientCore[httpx.AsyncClient, httpx.AsyncBaseTransport]):
+class AsyncParallelClient(BatchFetching, _ClientCore[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """Asynchronous client for the Parallel Task API's run inputs, with a batch API.
 
     Takes the same arguments as :class:`ParallelClient`, with an ``httpx.AsyncClient`` or an
@@ -428,63 +428,6 @@ class AsyncParallelClient(_ClientCore[httpx.AsyncClient, httpx.AsyncBaseTranspor
         finally:
             await response.aclose()
         return response.status_code, response.headers, bytes(body)
-
-    async def iter_task_run_inputs(
-        self, run_ids: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY, quiet: bool = True
-    ) -> AsyncIterator[FetchResult]:
-        """Fetch many inputs, at most ``concurrency`` (1 to :data:`MAX_CONCURRENCY`) at a time, yielding each
-        outcome as it completes.
-
-        Run ids are drawn from ``run_ids`` lazily, so memory stays bounded by ``concurrency`` however
-        many there are. A failure is a :class:`FetchResult` with ``error`` set; it never stops the others.
-        """
-        if not 1 <= concurrency <= MAX_CONCURRENCY:
-            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
-        # ``concurrency`` workers share one iterator of ids and hand their outcomes over a bounded queue:
-        # constant work per run (waiting on a set of tasks costs in proportion to its size, per run).
-        pending_ids = iter(run_ids)
-        outcomes: asyncio.Queue[FetchResult | Exception | None] = asyncio.Queue(maxsize=concurrency)
-
-        async def work() -> None:
-            try:
-                for run_id in pending_ids:
-                    try:
-                        result = await self.fetch(run_id, quiet=quiet)
-                    except Exception as error:  # a bug, not a failed fetch: it costs this run only
-                        result = self._unexpected(run_id, error)
-                    await outcomes.put(result)
-            except Exception as error:  # the run ids' iterable itself failed: surface it
-                await outcomes.put(error)
-            await outcomes.put(None)
-
-        workers = [asyncio.ensure_future(work()) for _ in range(concurrency)]
-        try:
-            finished = 0
-            while finished < concurrency:
-                outcome = await outcomes.get()
-                if outcome is None:
-                    finished += 1
-                elif isinstance(outcome, Exception):
-                    raise outcome
-                else:
-                    yield outcome
-        finally:
-            for worker in workers:
-                worker.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-
-    async def get_task_run_inputs(
-        self, run_ids: Iterable[str], *, concurrency: int = DEFAULT_CONCURRENCY
-    ) -> list[FetchResult]:
-        """Fetch many inputs concurrently; the outcomes come back in the order of ``run_ids``."""
-        ids = list(run_ids)
-        by_position: dict[int, FetchResult] = {}
-        positions: dict[str, list[int]] = {}
-        for position, run_id in enumerate(ids):
-            positions.setdefault(str(run_id), []).append(position)
-        async for result in self.iter_task_run_inputs(ids, concurrency=concurrency):
-            by_position[positions[result.run_id].pop(0)] = result
-        return [by_position[i] for i in range(len(ids))]
 
     async def aclose(self) -> None:
         """Close the connection pool (an injected ``http_client`` is left open)."""
