@@ -33,6 +33,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks import resolve_credentials
+from parallel_tasks._prefect_server import local_server_defaults
 from parallel_tasks.client import MAX_CONCURRENCY
 from parallel_tasks.lineage import build_failure_record, read_latest, resolve_storage, summarize
 from parallel_tasks.models import AuditSummary, RunInputRecord
@@ -348,14 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int, default=16)
     parser.add_argument("--per-run-artifacts", action="store_true")
     args = parser.parse_args(argv)
-    state = audit_run_inputs(
-        run_ids=args.run_ids,
-        run_ids_file=args.run_ids_file,
-        credentials_block=args.credentials_block,
-        max_concurrency=args.max_concurrency,
-        per_run_artifacts=args.per_run_artifacts,
-        return_state=True,
-    )
+    with local_server_defaults():
+        state = audit_run_inputs(
+            run_ids=args.run_ids,
+            run_ids_file=args.run_ids_file,
+            credentials_block=args.credentials_block,
+            max_concurrency=args.max_concurrency,
+            per_run_artifacts=args.per_run_artifacts,
+            return_state=True,
+        )
     print(state.message)
     return 0 if state.is_completed() else 1
 

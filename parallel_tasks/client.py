@@ -72,6 +72,14 @@ DEFAULT_BASE_URL = "https://api.parallel.ai"
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+# Python 3.13 renamed these reasons (RFC 9110): keep one wording on every Python, so an error message, which
+# failure records store, does not depend on the interpreter.
+_REASONS = {
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    416: "Requested Range Not Satisfiable",
+    422: "Unprocessable Entity",
+}
 MAX_RUN_ID_LENGTH = 256
 MAX_CONCURRENCY = 1000
 """The most requests a batch may have in flight: each costs a worker, and past the pool's 100
@@ -322,7 +330,7 @@ class _ClientCore:
             )
         cls = error_class_for_status(status)
         try:
-            reason = HTTPStatus(status).phrase
+            reason = _REASONS.get(status) or HTTPStatus(status).phrase
         except ValueError:
             reason = None
         kwargs: dict[str, Any] = {}
@@ -374,6 +382,9 @@ class _ClientCore:
         return None
 
     def _failed(self, run_id: str, error: APIError, attempts: int, started: float) -> FetchResult:
+        # Outcomes are never chained (an httpx exception would carry the request's key); Python 3.10 can
+        # chain one anyway: a coroutine resumed with throw() may keep an old exception as the one handled.
+        error.__context__ = None
         return FetchResult(run_id, error=error, attempts=attempts, elapsed_ms=_ms(started))
 
     def _fetched(self, run_id: str, run_input: TaskRunInput, attempts: int, started: float, quiet: bool) -> FetchResult:
@@ -723,7 +734,7 @@ class AsyncParallelClient(_ClientCore):
                     _extend(guard, loop.time() + read)
                 return response.status, response.headers, bytes(body)
         except asyncio.TimeoutError:
-            if guard.expired():
+            if _expired(guard):
                 raise APITimeoutError(
                     f"Request timed out for run {run_id!r}: no progress for {read:g}s", run_id=run_id
                 ) from None
@@ -899,9 +910,19 @@ def _deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
 
 def _extend(guard: Any, deadline: float) -> None:
     """Move a timeout's deadline to ``deadline`` if that is later (never earlier)."""
-    when = guard.when()
-    if when is not None and when < deadline:
-        guard.reschedule(deadline)
+    if sys.version_info >= (3, 11):
+        when = guard.when()
+        if when is not None and when < deadline:
+            guard.reschedule(deadline)
+    else:  # async_timeout names them `deadline` and `update`
+        when = guard.deadline
+        if when is not None and when < deadline:
+            guard.update(deadline)
+
+
+def _expired(guard: Any) -> bool:
+    """Whether the guard itself fired: a method of asyncio's timeout, a property of async_timeout's."""
+    return bool(guard.expired() if sys.version_info >= (3, 11) else guard.expired)
 
 
 def _environment_proxy(url: str) -> str | None:
