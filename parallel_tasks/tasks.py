@@ -37,6 +37,7 @@ from parallel_tasks.lineage import (
     run_context_ids,
 )
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
+from parallel_tasks.validation import avalidate_task_run_input as _avalidate
 from parallel_tasks.validation import validate_task_run_input as _validate
 
 if TYPE_CHECKING:
@@ -320,7 +321,8 @@ async def _record_fetch_result(
     storage, publishing) makes it a failed run whose error is stored when storage still works."""
     try:
         if result.run_input is not None:
-            record = build_record(result.run_id, result.run_input, _validate(result.run_input), **ids)
+            report = await _avalidate(result.run_input)  # off the loop: a costly schema never stalls the batch
+            record = build_record(result.run_id, result.run_input, report, **ids)
         else:
             record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
         return await record_outcome(target, record, artifacts=artifacts)
