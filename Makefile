@@ -9,7 +9,7 @@ PRISM := tools/prism/node_modules/.bin/prism
 # and every process (each Prefect worker, server and test) would pay seconds to import Prefect.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install test lint typecheck pytest demo bench test-scale deploy clean
+.PHONY: install test lint typecheck pytest test-versions demo bench test-scale deploy clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -37,8 +37,14 @@ pytest: install $(PRISM)
 
 test: lint typecheck pytest
 
+# The library's unit and flow tests on the other declared Pythons (3.10, 3.12, 3.13), one .venv-3.X each, one
+# version after the other; `make test` runs the full suite on .venv's Python (3.11). VERSIONS="3.12" for one.
+VERSIONS ?= 3.10 3.12 3.13
+test-versions: $(PRISM) | $(UV)
+	UV=$(UV) .ci/test-versions $(VERSIONS)
+
 clean:
-	rm -rf $(VENV) .tools tools/prism/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .venv-3.* .tools tools/prism/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
 
 demo: install
 	$(PY) flows/demo.py

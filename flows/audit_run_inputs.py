@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from parallel_tasks._prefect_server import local_server_defaults
 from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.settings import DEFAULT_CONCURRENCY
 
@@ -24,14 +25,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--per-run-artifacts", action="store_true")
     args = parser.parse_args(argv)
-    state = audit_run_inputs(
-        run_ids=args.run_ids,
-        run_ids_file=args.run_ids_file,
-        credentials_block=args.credentials_block,
-        max_concurrency=args.max_concurrency,
-        per_run_artifacts=args.per_run_artifacts,
-        return_state=True,
-    )
+    with local_server_defaults():
+        state = audit_run_inputs(
+            run_ids=args.run_ids,
+            run_ids_file=args.run_ids_file,
+            credentials_block=args.credentials_block,
+            max_concurrency=args.max_concurrency,
+            per_run_artifacts=args.per_run_artifacts,
+            return_state=True,
+        )
     print(state.message)
     return 0 if state.is_completed() else 1
 

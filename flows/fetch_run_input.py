@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 
+from parallel_tasks._prefect_server import local_server_defaults
 from parallel_tasks.flows import fetch_run_input
 
 __all__ = ["fetch_run_input", "main"]
@@ -26,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage-block", default=None)
     parser.add_argument("--fail-on-invalid", action="store_true")
     args = parser.parse_args(argv)
-    summary = fetch_run_input(
-        args.run_id,
-        credentials_block=args.credentials_block,
-        fail_on_invalid=args.fail_on_invalid,
-        storage_block=args.storage_block,
-    )
+    with local_server_defaults():
+        summary = fetch_run_input(
+            args.run_id,
+            credentials_block=args.credentials_block,
+            fail_on_invalid=args.fail_on_invalid,
+            storage_block=args.storage_block,
+        )
     print(json.dumps(summary, indent=2))
     return 0
 

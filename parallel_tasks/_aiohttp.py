@@ -83,7 +83,7 @@ class AiohttpExchange:
                     _extend(guard, loop.time() + read)
                 return response.status, response.headers, bytes(body)
         except asyncio.TimeoutError:
-            if guard.expired():
+            if _expired(guard):
                 raise APITimeoutError(
                     f"Request timed out for run {run_id!r}: no progress for {read:g}s", run_id=run_id
                 ) from None
@@ -96,9 +96,19 @@ class AiohttpExchange:
 
 def _extend(guard: Any, deadline: float) -> None:
     """Move a timeout's deadline to ``deadline`` if that is later (never earlier)."""
-    when = guard.when()
-    if when is not None and when < deadline:
-        guard.reschedule(deadline)
+    if sys.version_info >= (3, 11):
+        when = guard.when()
+        if when is not None and when < deadline:
+            guard.reschedule(deadline)
+    else:  # async_timeout names them `deadline` and `update`
+        when = guard.deadline
+        if when is not None and when < deadline:
+            guard.update(deadline)
+
+
+def _expired(guard: Any) -> bool:
+    """Whether the guard itself fired: a method of asyncio's timeout, a property of async_timeout's."""
+    return bool(guard.expired() if sys.version_info >= (3, 11) else guard.expired)
 
 
 def environment_proxy(url: str) -> str | None:

@@ -36,6 +36,15 @@ Headers = Mapping[str, str]
 """Response headers, case-insensitive (httpx's ``Headers`` or aiohttp's ``CIMultiDictProxy``)."""
 Redact = Callable[[Any], Any]
 
+# Python 3.13 renamed these reasons (RFC 9110): keep one wording on every Python, so an error message, which
+# failure records store, does not depend on the interpreter.
+_REASONS = {
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    416: "Requested Range Not Satisfiable",
+    422: "Unprocessable Entity",
+}
+
 
 def interpret(
     run_id: str, status: int, headers: Headers, body: bytes, *, redact: Redact, base_url: str
@@ -111,7 +120,7 @@ def status_error(
         message = f"redirect to {redirect_origin(headers)} not followed (the API key is sent to {base_url} only)"
     cls = error_class_for_status(status)
     try:
-        reason = HTTPStatus(status).phrase
+        reason = _REASONS.get(status) or HTTPStatus(status).phrase
     except ValueError:
         reason = None
     kwargs: dict[str, Any] = {}

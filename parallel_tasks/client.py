@@ -222,6 +222,9 @@ class _ClientCore(Generic[HttpClient, Transport]):
         return None
 
     def _failed(self, run_id: str, error: APIError, attempts: int, started: float) -> FetchResult:
+        # Outcomes are never chained (an httpx exception would carry the request's key); Python 3.10 can
+        # chain one anyway: a coroutine resumed with throw() may keep an old exception as the one handled.
+        error.__context__ = None
         return FetchResult(run_id, error=error, attempts=attempts, elapsed_ms=_ms(started))
 
     def _fetched(self, run_id: str, run_input: TaskRunInput, attempts: int, started: float, quiet: bool) -> FetchResult:

@@ -49,6 +49,12 @@ BLOCK_NAME = "parallel"
 WORK_POOL = "parallel-process"
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 UNCHANGED = "unchanged"
+SETUP_HELP = "make a Prefect server ready to run the example flows on a schedule"
+SETUP_DESCRIPTION = (
+    "Make the Prefect server at PREFECT_API_URL ready to run the example flows on a schedule: register the block"
+    " types, save the ParallelCredentials block (from PARALLEL_API_KEY, or --emulator), create the work pool and"
+    " deploy deployments/prefect.yaml. Each step changes only what differs, so it can run again at any time."
+)
 
 
 class SetupError(Exception):
@@ -291,12 +297,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"setup: {error}", file=sys.stderr)
         return 1
     print("setup: done" if changed else f"setup: {UNCHANGED}")
+    print(next_steps(project_dir, args.no_deploy))
     return 0
+
+
+def next_steps(project_dir: Path, no_deploy: bool) -> str:
+    """What to run next (a worker for the deployments, or the serving process) and where to watch the runs."""
+    from parallel_tasks._prefect_server import ui_address
+
+    bin_dir = Path(sys.executable).parent
+    if bin_dir.is_relative_to(project_dir):  # the project's virtualenv: say .venv/bin/...
+        bin_dir = bin_dir.relative_to(project_dir)
+    if no_deploy:
+        start = f"serve the flows, from the repository root:\n  {bin_dir / 'python'} deployments/serve.py"
+    else:
+        start = f"start a worker, from the repository root:\n  {bin_dir / 'prefect'} worker start --pool {WORK_POOL}"
+    return f"Next: {start}\nThen watch the runs at {ui_address()}/runs"
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m parallel_tasks setup [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m parallel_tasks")
+    parser = argparse.ArgumentParser(prog="python -m parallel_tasks", description="prefect-parallel-tasks commands.")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_arguments(commands.add_parser("setup", help=__doc__.splitlines()[0] if __doc__ else None))
+    add_arguments(commands.add_parser("setup", help=SETUP_HELP, description=SETUP_DESCRIPTION))
     return run(parser.parse_args(argv))

@@ -27,7 +27,7 @@ from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
 from parallel_tasks.records import build_failure_record, build_record
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
 from parallel_tasks.storage import resolve_storage
-from parallel_tasks.validation import check_task_run_input
+from parallel_tasks.validation import acheck_task_run_input, check_task_run_input
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State, TaskRun
@@ -311,7 +311,10 @@ async def _record_fetch_result(
     storage, publishing) makes it a failed run whose error is stored when storage still works."""
     try:
         if result.run_input is not None:
-            record = build_record(result.run_id, result.run_input, check_task_run_input(result.run_input), **ids)
+            report = await acheck_task_run_input(
+                result.run_input
+            )  # off the loop: a costly schema never stalls the batch
+            record = build_record(result.run_id, result.run_input, report, **ids)
         else:
             record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
         return await record_outcome(target, record, artifacts=artifacts)

@@ -4,10 +4,16 @@ Each rule is a small pure function over the JSON body, ``check_*(body) -> list[V
 ``check_task_run_input`` runs them all. Nothing here does I/O: a JSON Schema ``$ref`` resolves only
 inside the schema itself (and the bundled meta-schemas), through a registry that refuses to fetch, and
 ``format`` stays an annotation, as Draft 2020-12 says, so no format check can reach out either.
+
+A schema comes from whoever created the run, so every check against one is bounded (see
+:mod:`parallel_tasks._schema_bounds`): patterns run on RE2, each check has a budget of steps and
+time, and a report lists at most ``MAX_VIOLATIONS`` violations, then how many more there were.
+Run it off an event loop with :func:`acheck_task_run_input`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import json
@@ -16,15 +22,18 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import FormatChecker
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
+from parallel_tasks._schema_bounds import BoundedValidator, TooExpensive, UnsupportedPattern, budget
 from parallel_tasks.models import Severity, TaskRunInput, ValidationReport, Violation
 
 __all__ = [
     "KNOWN_PROCESSORS",
+    "MAX_VIOLATIONS",
     "RULES",
+    "acheck_task_run_input",
     "check_after_date",
     "check_domain_count",
     "check_domain_entries",
@@ -51,6 +60,10 @@ METADATA_VALUE_MAX = 512
 DOMAIN_ENTRIES_MAX = 200
 MEMORY_SCOPE_KEY_MAX = 128
 PREVIEW_MAX = 80
+MAX_VIOLATIONS = 100
+"""Violations listed per run; past it one ``validation.too_many_violations`` gives the count of the rest."""
+OFF_LOOP_TIMEOUT = 10.0
+"""Seconds :func:`acheck_task_run_input` waits for a worker thread: a backstop behind the per-check budgets."""
 
 Body = Mapping[str, Any]
 Rule = Callable[[Body], list[Violation]]
@@ -374,8 +387,8 @@ def _refuse_retrieval(uri: str) -> Resource[Any]:
 _NO_FETCH_REGISTRY: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
 # Only "regex" is asserted on schemas (an invalid "pattern" would break matching); other formats stay
 # annotations, which keeps the verdict the same whichever optional format libraries are installed.
-_META_VALIDATOR = Draft202012Validator(
-    Draft202012Validator.META_SCHEMA, registry=_NO_FETCH_REGISTRY, format_checker=FormatChecker(formats=["regex"])
+_META_VALIDATOR = BoundedValidator(
+    BoundedValidator.META_SCHEMA, registry=_NO_FETCH_REGISTRY, format_checker=FormatChecker(formats=["regex"])
 )
 
 
@@ -397,6 +410,15 @@ def _unusable(field: str, exc: BaseException) -> Violation:
     """An exception jsonschema raised, as a violation: a report must never crash the flow that asked."""
     message = f"cannot be used by the Draft 2020-12 validator: {type(exc).__name__}: {_shorten(str(exc), 200)}"
     return _violation(json_path("task_spec", field, "json_schema"), f"{field}.unusable", message, "")
+
+
+def _too_expensive(field: str, exc: TooExpensive) -> Violation:
+    """A check that hit its budget: the schema may be hostile, and what it would have found is unknown."""
+    message = (
+        f"is too expensive to check: {exc}; the input was not fully checked"
+        " (nested $ref fan-out, huge uniqueItems arrays and the like)"
+    )
+    return _violation(json_path("task_spec", field, "json_schema"), f"{field}.too_expensive", message, "")
 
 
 def _schema_text(schema: Any) -> str | None:
@@ -429,16 +451,20 @@ def _cached_schema_violations(field: str, spec: _ByText) -> tuple[Violation, ...
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_validator(schema: _ByText) -> Draft202012Validator | None:
+def _cached_validator(schema: _ByText) -> Any:
     return _compile(schema.schema)
 
 
-def _compile(schema: Any) -> Draft202012Validator | None:
-    """A validator for a valid schema; None for one check_schemas reports (matching it would mislead)."""
+def _compile(schema: Any) -> Any:
+    """A validator for a valid schema; None for one check_schemas reports (matching it would mislead).
+
+    TooExpensive passes through (uncached) for check_input to report."""
     try:
         if not _META_VALIDATOR.is_valid(schema):
             return None
-        return Draft202012Validator(schema, registry=_NO_FETCH_REGISTRY)
+        return BoundedValidator(schema, registry=_NO_FETCH_REGISTRY)
+    except TooExpensive:
+        raise
     except Exception:
         return None  # check_schemas reports it as unusable
 
@@ -458,7 +484,10 @@ def _schema_violations(field: str, spec: Any) -> list[Violation]:
         message = f"is {_json_type(schema)}; a JSON schema must be a JSON Schema object"
         return [_violation(json_path(*path), f"{field}.invalid", message, schema)]
     try:
-        errors = list(_META_VALIDATOR.iter_errors(schema))
+        with budget():
+            errors = list(_META_VALIDATOR.iter_errors(schema))
+    except TooExpensive as exc:
+        return [_too_expensive(field, exc)]
     except Exception as exc:  # a schema too deep or too odd for the meta-schema: report, never raise
         return [_unusable(field, exc)]
     return [
@@ -524,16 +553,26 @@ def check_input(body: Body) -> list[Violation]:
     if not isinstance(run_input, Mapping) or not isinstance(schema, Mapping):
         return []
     text = _schema_text(schema)
-    validator = _cached_validator(_ByText(schema, text)) if text is not None else _compile(schema)
-    if validator is None:
-        return []
     found: list[Violation] = []
     try:
-        for error in validator.iter_errors(run_input):
-            message = f"does not match the input schema ({error.validator}): {_shorten(error.message, 200)}"
-            found.append(
-                _violation(json_path("input", *error.absolute_path), "input.schema_mismatch", message, error.instance)
+        with budget():
+            validator = _cached_validator(_ByText(schema, text)) if text is not None else _compile(schema)
+            for error in validator.iter_errors(run_input) if validator is not None else ():
+                message = f"does not match the input schema ({error.validator}): {_shorten(error.message, 200)}"
+                path = json_path("input", *error.absolute_path)
+                found.append(_violation(path, "input.schema_mismatch", message, error.instance))
+    except TooExpensive as exc:
+        found.append(_too_expensive("input_schema", exc))
+    except UnsupportedPattern as exc:
+        message = f"cannot be checked: {_shorten(str(exc), 200)}; RE2 keeps pattern matching linear in time"
+        found.append(
+            _violation(
+                json_path("task_spec", "input_schema", "json_schema"),
+                "input_schema.pattern_unsupported",
+                message,
+                exc.pattern,
             )
+        )
     except Unresolvable as exc:
         where, ref = _find_ref(schema, str(getattr(exc, "ref", "")))
         message = (
@@ -594,4 +633,28 @@ def check_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> Validat
     )
     if not isinstance(body, Mapping):
         return ValidationReport(violations=(_wrong_type("$", body, "a JSON object"),))
-    return ValidationReport(violations=tuple(violation for rule in RULES for violation in rule(body)))
+    return ValidationReport(violations=_capped([violation for rule in RULES for violation in rule(body)]))
+
+
+def _capped(violations: list[Violation]) -> tuple[Violation, ...]:
+    """The first MAX_VIOLATIONS (plus any too_expensive one), then one violation counting the rest."""
+    if len(violations) <= MAX_VIOLATIONS:
+        return tuple(violations)
+    kept = violations[:MAX_VIOLATIONS] + [v for v in violations[MAX_VIOLATIONS:] if v.rule.endswith(".too_expensive")]
+    omitted = [v for v in violations[MAX_VIOLATIONS:] if not v.rule.endswith(".too_expensive")]
+    severity: Severity = "error" if any(v.severity == "error" for v in omitted) else "warning"
+    message = f"{len(omitted)} more violations are not listed (at most {MAX_VIOLATIONS} per run)"
+    return (*kept, _violation("$", "validation.too_many_violations", message, "", severity))
+
+
+async def acheck_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
+    """:func:`check_task_run_input` in a worker thread, so a costly schema never stalls the event loop.
+
+    The per-check budgets end a costly check; if the thread still has not answered after
+    OFF_LOOP_TIMEOUT seconds, the report says so (a thread cannot be stopped, only left behind).
+    """
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(check_task_run_input, run_input), OFF_LOOP_TIMEOUT)
+    except asyncio.TimeoutError:
+        message = f"validation did not finish within {OFF_LOOP_TIMEOUT:g} s; the input was not checked"
+        return ValidationReport(violations=(_violation("$", "validation.too_expensive", message, ""),))

@@ -46,14 +46,22 @@ def client(stack: Stack) -> Iterator[SyncPrefectClient]:
 
 
 def steps(output: str) -> dict[str, str]:
-    """``step: outcome`` lines of the set-up output."""
-    return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+    """``step: outcome`` lines of the set-up output (up to ``setup: ...``; what to do next follows)."""
+    steps_part = output.partition("\nNext: ")[0]
+    return dict(line.split(": ", 1) for line in steps_part.splitlines() if ": " in line)
 
 
 def test_setup_configures_everything_then_changes_nothing(
-    setup_runs: SetupRuns, client: SyncPrefectClient, emulator_url: str
+    setup_runs: SetupRuns, client: SyncPrefectClient, emulator_url: str, stack: Stack
 ) -> None:
     first, second = steps(setup_runs[0].stdout), steps(setup_runs[1].stdout)
+    worker = Path(sys.executable).parent.relative_to(REPO) / "prefect"
+    ui = stack.api_url.removesuffix("/api")
+    for run in setup_runs:  # then what to run next, and where to look
+        assert run.stdout.endswith(
+            f"Next: start a worker, from the repository root:\n  {worker} worker start --pool {POOL}\n"
+            f"Then watch the runs at {ui}/runs\n"
+        ), run.stdout
     assert first == {
         "block types": "registered parallel-credentials",
         f"credentials block {BLOCK!r}": f"created (base_url {emulator_url})",
@@ -86,6 +94,27 @@ def on_stack(stack: Stack, setup_runs: SetupRuns, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("PARALLEL_BASE_URL", raising=False)
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         yield
+
+
+def test_command_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        setup.main(["--help"])
+    shown = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "setup make a Prefect server ready to run the example flows on a schedule" in " ".join(shown.split())
+    assert "``" not in shown and ":mod:" not in shown
+
+
+def test_setup_without_deployments_says_to_serve_them() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4999/api"}):
+        told = setup.next_steps(Path(sys.executable).parent.parent.parent, no_deploy=True)
+    venv = Path(sys.executable).parent.parent.name
+    assert told == (
+        f"Next: serve the flows, from the repository root:\n  {venv}/bin/python deployments/serve.py\n"
+        "Then watch the runs at http://127.0.0.1:4999/runs"
+    )
 
 
 def test_setup_steps_update_what_changed_and_keep_what_is_not_given(
