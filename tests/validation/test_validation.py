@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from parallel_tasks import validation
+from parallel_tasks import _schema_bounds, _schema_rules, validation
 from parallel_tasks.models import TaskRunInput, ValidationReport, Violation
 from parallel_tasks.validation import KNOWN_PROCESSORS, check_task_run_input
 from tests.conftest import spec_examples
@@ -334,17 +334,17 @@ def test_docstring_examples_run() -> None:
 def fresh_schema_caches() -> Iterator[None]:
     """Schema verdicts are cached by schema text: a test that changes how schemas are checked starts and
     ends with empty caches, so it neither sees nor leaves a cached verdict."""
-    for cache in (validation._cached_schema_violations, validation._cached_validator):
+    for cache in (_schema_rules._cached_schema_violations, _schema_rules._cached_validator):
         cache.cache_clear()
     yield
-    for cache in (validation._cached_schema_violations, validation._cached_validator):
+    for cache in (_schema_rules._cached_schema_violations, _schema_rules._cached_validator):
         cache.cache_clear()
 
 
 def test_schema_verdicts_are_cached_by_schema_text(fresh_schema_caches: None) -> None:
     check_task_run_input(VALID)
     check_task_run_input(json.loads(json.dumps(VALID)))
-    assert validation._cached_schema_violations.cache_info().hits >= 2
+    assert _schema_rules._cached_schema_violations.cache_info().hits >= 2
 
 
 @pytest.mark.usefixtures("fresh_schema_caches")
@@ -353,7 +353,7 @@ def test_unexpected_jsonschema_exception_becomes_a_violation(monkeypatch: pytest
         raise RuntimeError("boom")
         yield
 
-    monkeypatch.setattr(validation.BoundedValidator, "iter_errors", explode)
+    monkeypatch.setattr(_schema_bounds.BoundedValidator, "iter_errors", explode)
     report = check_task_run_input(VALID)
     assert [(v.path, v.rule) for v in report.violations] == [
         ("$.task_spec.input_schema.json_schema", "input_schema.unusable"),
