@@ -147,14 +147,14 @@ def test_a_run_whose_recording_raises_costs_only_its_own_run(
     slug, folder = storage
     run_ids = [f"trun_{0xC0C00000 + number:032x}" for number in range(12)]
     broken = run_ids[5]
-    real_validate = tasks._validate
+    real_validate = tasks._avalidate
 
-    def validate(run_input: Any) -> Any:
+    async def validate(run_input: Any) -> Any:
         if run_input.input == f"question of {broken}":
             raise KeyError("simulated bug in the validation")
-        return real_validate(run_input)
+        return await real_validate(run_input)
 
-    monkeypatch.setattr(tasks, "_validate", validate)
+    monkeypatch.setattr(tasks, "_avalidate", validate)
 
     def answer(scope: Any, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         run_id = scope["path"].split("/")[4]
