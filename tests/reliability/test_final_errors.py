@@ -142,19 +142,19 @@ def test_a_run_whose_recording_raises_costs_only_its_own_run(
 ) -> None:
     """Whatever breaks while one run is validated and recorded (here: a bug, simulated) makes that run
     failed, with the error named, and the rest of its batch still gets fetched and recorded."""
-    from parallel_tasks import validation
+    from parallel_tasks import tasks
 
     slug, folder = storage
     run_ids = [f"trun_{0xC0C00000 + number:032x}" for number in range(12)]
     broken = run_ids[5]
-    real_validate = validation.check_task_run_input
+    real_validate = tasks.acheck_task_run_input
 
-    def validate(run_input: Any) -> Any:
+    async def validate(run_input: Any) -> Any:
         if run_input.input == f"question of {broken}":
             raise KeyError("simulated bug in the validation")
-        return real_validate(run_input)
+        return await real_validate(run_input)
 
-    monkeypatch.setattr(validation, "check_task_run_input", validate)  # what the batch calls, off the loop
+    monkeypatch.setattr(tasks, "acheck_task_run_input", validate)
 
     def answer(scope: Any, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         run_id = scope["path"].split("/")[4]
