@@ -8,15 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("PREFECT_LOGGING_LOGGERS_HTTPX_LEVEL", "WARNING")  # one line per request is noise here
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, audit_run_inputs
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import ParallelCredentials
 from parallel_tasks._prefect_server import local_server_defaults, ui_address
 from parallel_tasks.emulator import Emulator, demo_runs, run_emulator_server
-from parallel_tasks.lineage import artifact_key
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
+from parallel_tasks.publishing import artifact_key
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_BLOCK = "parallel-demo"

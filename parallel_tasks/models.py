@@ -8,16 +8,21 @@ secrets by nature (MCP server headers) are ``SecretStr`` so they never show in a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
+
+if TYPE_CHECKING:
+    from parallel_tasks.errors import ParallelError
 
 __all__ = [
     "AuditSummary",
     "AutoSchema",
-    "Error",
+    "ErrorDetail",
     "ErrorResponse",
+    "FetchResult",
     "InputSchema",
     "JsonSchema",
     "McpServer",
@@ -191,8 +196,8 @@ class TaskRunInput(_ApiModel):
     webhook: Webhook | None = None
 
 
-class Error(_ApiModel):
-    """An error message from the API."""
+class ErrorDetail(_ApiModel):
+    """The ``error`` object of the API's error responses (the spec's ``Error`` schema; not an exception)."""
 
     ref_id: str
     message: str
@@ -203,8 +208,11 @@ class ErrorResponse(_ApiModel):
     """Response object used for non-200 status codes."""
 
     type: Literal["error"] = "error"
-    error: Error
+    error: ErrorDetail
 
+
+Error = ErrorDetail
+"""The spec's name for :class:`ErrorDetail`, kept for existing imports; the package exports ``ErrorDetail``."""
 
 # --- This package's own result types -------------------------------------------------------------
 
@@ -346,3 +354,35 @@ class AuditSummary(BaseModel):
         parts = ", ".join(f"{n} {status}" for status, n in self.counts.items() if n)
         extra = f"; {self.drifted} changed since last recorded" if self.drifted else ""
         return f"{self.total} runs: {parts or 'none'}{extra}"
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of fetching one run's input: either ``run_input`` or ``error`` is set.
+
+    Attributes:
+        run_id: The run id as given.
+        run_input: The parsed input on success.
+        error: The final error (after retries) on failure.
+        attempts: Requests made, retries included.
+        elapsed_ms: Wall time of the whole fetch, waits included.
+    """
+
+    run_id: str
+    run_input: TaskRunInput | None = None
+    error: ParallelError | None = None
+    attempts: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was fetched."""
+        return self.run_input is not None
+
+    def unwrap(self) -> TaskRunInput:
+        """The input, or the error raised."""
+        if self.run_input is None:
+            from parallel_tasks.errors import ParallelError
+
+            raise self.error or ParallelError(f"no input fetched for run {self.run_id!r}")
+        return self.run_input

@@ -19,11 +19,12 @@ import functools
 import itertools
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from parallel_tasks.settings import SENSITIVE_KEYS_ENV_VAR, get_settings
 
 if TYPE_CHECKING:
     from parallel_tasks.models import ValidationReport
@@ -43,7 +44,6 @@ __all__ = [
 ]
 
 REDACTED = "[REDACTED]"
-SENSITIVE_KEYS_ENV_VAR = "PARALLEL_SENSITIVE_KEYS"
 
 # A key is credential-looking when one of its words (split on _ - . and camelCase) is one of these,
 # or two adjacent words form one of the pairs: ``x-api-key`` and ``apiKey`` match, ``max_tokens`` does not.
@@ -96,7 +96,7 @@ def extra_sensitive_keys() -> tuple[str, ...]:
     A pattern matches a key holding its words in a row, in any case and spelling: ``ssn`` matches
     ``customer_ssn``; ``client id`` or ``client_id`` matches ``clientId`` and ``X-Client-Id``.
     """
-    return tuple(p.strip() for p in os.environ.get(SENSITIVE_KEYS_ENV_VAR, "").split(",") if p.strip())
+    return get_settings().sensitive_key_patterns
 
 
 def _words(key: str) -> tuple[str, ...]:
@@ -195,6 +195,7 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
         self._secrets = tuple(dict.fromkeys(s for s in secrets if s))
+        self._extra_keys = extra_sensitive_keys()  # read once per policy, not once per key
 
     def __repr__(self) -> str:
         return f"Redactor(<{len(self._secrets)} secrets>)"
@@ -217,9 +218,8 @@ class Redactor:
         text = self.value_text(text)
         return _KEY_VALUE.sub(self._mask_pair, text) if ("=" in text or ":" in text) else text
 
-    @staticmethod
-    def _mask_pair(match: re.Match[str]) -> str:
-        if not is_sensitive_key(match["key"]) or match["value"].strip("\"'") == REDACTED:
+    def _mask_pair(self, match: re.Match[str]) -> str:
+        if not _is_sensitive(match["key"], self._extra_keys) or match["value"].strip("\"'") == REDACTED:
             return match.group()
         return f"{match['quote']}{match['key']}{match['quote']}{match['sep']}{REDACTED}"
 
@@ -258,7 +258,7 @@ class Redactor:
             names = path is not None and _holds_schema_names(path)
             for key, item in value.items():
                 child = None if path is None else _json_path(path, str(key))
-                if not names and item is not None and item != REDACTED and is_sensitive_key(str(key)):
+                if not names and item is not None and item != REDACTED and _is_sensitive(str(key), self._extra_keys):
                     copy[key] = REDACTED
                     if child is not None:
                         paths.append(child)

@@ -2,13 +2,13 @@
 
 The tasks are thin: the HTTP client retries what the API says is worth retrying (honouring
 Retry-After); Prefect's task retries sit on top as a coarse second line, and only for errors that
-are retryable. The logic lives in :mod:`client`, :mod:`validation` and :mod:`lineage`.
+are retryable. The logic lives in :mod:`client`, :mod:`validation`, :mod:`records`, :mod:`storage` and
+:mod:`publishing`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,25 +20,14 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
-from parallel_tasks.credentials import (
-    API_KEY_ENV_VAR,
-    BASE_URL_ENV_VAR,
-    ParallelCredentials,
-    aresolve_credentials,
-    resolve_credentials,
-)
+from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
 from parallel_tasks.errors import APIError
-from parallel_tasks.lineage import (
-    asset_key,
-    build_failure_record,
-    build_record,
-    record_outcome,
-    resolve_storage,
-    run_context_ids,
-)
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
-from parallel_tasks.validation import avalidate_task_run_input as _avalidate
-from parallel_tasks.validation import validate_task_run_input as _validate
+from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
+from parallel_tasks.records import build_failure_record, build_record
+from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
+from parallel_tasks.storage import resolve_storage
+from parallel_tasks.validation import acheck_task_run_input, check_task_run_input
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State, TaskRun
@@ -84,7 +73,7 @@ def run_input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     elif isinstance(credentials, str):
         base_url = resolve_credentials(credentials).base_url
     else:
-        base_url = os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        base_url = get_settings().base_url
     digest = hashlib.sha256(f"{base_url}\n{parameters['run_id']}".encode()).hexdigest()
     return f"parallel-run-input-{digest}"
 
@@ -135,14 +124,15 @@ async def aretrieve_task_run_input(run_id: str, credentials: ParallelCredentials
 # Not persisted either: findings quote the raw input (they are redacted when the record is built).
 @task(name="validate-task-run-input", task_run_name="validate-input", persist_result=False)
 def validate_task_run_input(run_input: TaskRunInput) -> ValidationReport:
-    """Check a run input against every rule at once (see :mod:`parallel_tasks.validation`)."""
-    return _validate(run_input)
+    """The Prefect task that checks a run input against every rule at once: a task run around the plain
+    function :func:`parallel_tasks.validation.check_task_run_input`, which code outside a flow can call directly."""
+    return check_task_run_input(run_input)
 
 
 async def _secrets_of(credentials: ParallelCredentials | str | None) -> tuple[str, ...]:
     """The secrets a record must not hold: those of the credentials the input was fetched with
     (``None``: the environment's key, if one is set)."""
-    if credentials is None and not os.environ.get(API_KEY_ENV_VAR, "").strip():
+    if credentials is None and get_settings().api_key is None:
         return ()
     return (await aresolve_credentials(credentials)).secrets_in_use()
 
@@ -287,7 +277,7 @@ async def audit_run_inputs_batch(
     run_ids: list[str],
     credentials: ParallelCredentials | str | None = None,
     *,
-    concurrency: int = 16,
+    concurrency: int = DEFAULT_CONCURRENCY,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = False,
     batch_number: int = 1,
@@ -321,7 +311,9 @@ async def _record_fetch_result(
     storage, publishing) makes it a failed run whose error is stored when storage still works."""
     try:
         if result.run_input is not None:
-            report = await _avalidate(result.run_input)  # off the loop: a costly schema never stalls the batch
+            report = await acheck_task_run_input(
+                result.run_input
+            )  # off the loop: a costly schema never stalls the batch
             record = build_record(result.run_id, result.run_input, report, **ids)
         else:
             record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)

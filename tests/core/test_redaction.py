@@ -23,7 +23,7 @@ from parallel_tasks.lineage import (
 )
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.redaction import REDACTED, SENSITIVE_KEYS_ENV_VAR, is_sensitive_key, redact_text
-from parallel_tasks.validation import validate_task_run_input
+from parallel_tasks.validation import check_task_run_input
 from tests.conftest import CANARY_KEY
 
 RUN = "trun_4edac7ed000000000000000000000001"
@@ -31,7 +31,7 @@ RUN = "trun_4edac7ed000000000000000000000001"
 
 def record_of(body: dict[str, Any], secrets: tuple[str, ...] = ()) -> RunInputRecord:
     run_input = TaskRunInput.model_validate(body)
-    return build_record(RUN, run_input, validate_task_run_input(run_input), base_url="http://x", secrets=secrets)
+    return build_record(RUN, run_input, check_task_run_input(run_input), base_url="http://x", secrets=secrets)
 
 
 def everything_shown(record: RunInputRecord) -> str:
@@ -87,7 +87,7 @@ def test_the_record_task_is_given_the_key_in_use(tmp_path: Path) -> None:
     record = record_task_run_input_lineage.fn(
         RUN,
         run_input,
-        validate_task_run_input(run_input),
+        check_task_run_input(run_input),
         storage=tmp_path,
         artifacts=False,
         credentials=ParallelCredentials(api_key=CANARY_KEY),

@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 from prefect.filesystems import LocalFileSystem
 
-from flows.audit_run_inputs import audit_run_inputs
 from parallel_tasks import ParallelCredentials, TaskRunInput
 from parallel_tasks.client import validate_run_id
 from parallel_tasks.emulator import Emulator, FaultConfig, demo_runs, generate_runs
 from parallel_tasks.emulator.server import serve_in_thread
+from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.lineage import build_record, content_key, latest_key, read_latest, store_record, verify_record
-from parallel_tasks.validation import validate_task_run_input
+from parallel_tasks.validation import check_task_run_input
 
 KEY = "limits-test-key-0123456789"
 GOOD = "trun_900d0000000000000000000000000001"
@@ -69,7 +69,7 @@ def counted(prefect_harness: None) -> Iterator[tuple[Emulator, CountingApp, str]
 async def test_every_accepted_run_id_gets_its_records(tmp_path: Path, run_id: str) -> None:
     validate_run_id(run_id)  # the client accepts it
     run_input = TaskRunInput.model_validate(demo_runs()[GOOD])
-    record = build_record(run_id, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+    record = build_record(run_id, run_input, check_task_run_input(run_input), base_url="https://api.parallel.ai")
     storage = LocalFileSystem(basepath=str(tmp_path))
     stored = await store_record(storage, record)
     assert verify_record((tmp_path / content_key(run_id, stored.sha256 or "")).read_bytes()).run_id == run_id

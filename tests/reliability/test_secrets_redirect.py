@@ -19,9 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from flows.audit_run_inputs import audit_run_inputs
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import APIStatusError, AsyncParallelClient, ParallelClient, RetryPolicy
+from parallel_tasks.flows import audit_run_inputs, fetch_run_input
 from tests.conftest import CANARY_KEY
 from tests.reliability.conftest import RecordingApp, save_credentials, serve_app, stored_runs
 

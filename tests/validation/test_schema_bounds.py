@@ -16,7 +16,7 @@ import pytest
 
 from parallel_tasks import validation
 from parallel_tasks.models import ValidationReport
-from parallel_tasks.validation import MAX_VIOLATIONS, avalidate_task_run_input, validate_task_run_input
+from parallel_tasks.validation import MAX_VIOLATIONS, acheck_task_run_input, check_task_run_input
 from tests.validation.test_validation import INPUT_SCHEMA, VALID
 
 CATASTROPHIC = "^(a+)+$"  # exponential backtracking in a backtracking engine
@@ -64,14 +64,14 @@ PATTERN_SHAPES = [
 def test_a_catastrophic_pattern_is_judged_in_linear_time(
     schema: dict[str, Any], run_input: dict[str, Any], expected: list[tuple[str, str]]
 ) -> None:
-    report = validate_task_run_input(with_schema(schema, run_input))
+    report = check_task_run_input(with_schema(schema, run_input))
     assert found(report) == expected
     assert all(NEAR_MISS in v.message for v in report.violations if v.path == "$.input")  # the near miss is named
 
 
 def test_a_pattern_re2_cannot_run_is_a_violation_naming_it() -> None:
     body = with_schema({"properties": {"s": {"pattern": "^(?=a)a$"}}}, {"s": "a"})  # look-ahead: valid, not RE2
-    (violation,) = validate_task_run_input(body).violations
+    (violation,) = check_task_run_input(body).violations
     assert (violation.path, violation.rule, violation.severity) == (
         INPUT_SCHEMA,
         "input_schema.pattern_unsupported",
@@ -84,21 +84,21 @@ def test_a_pattern_re2_cannot_run_is_a_violation_naming_it() -> None:
 def test_unique_items_over_20000_objects_finds_the_duplicate() -> None:
     items = [{"id": i, "tags": [i, str(i)]} for i in range(20_000)]
     schema = {"properties": {"items": {"type": "array", "uniqueItems": True}}}
-    assert validate_task_run_input(with_schema(schema, {"items": items})).violations == ()
-    (violation,) = validate_task_run_input(
+    assert check_task_run_input(with_schema(schema, {"items": items})).violations == ()
+    (violation,) = check_task_run_input(
         with_schema(schema, {"items": [*items, {"tags": [7, "7"], "id": 7}]})
     ).violations
     assert (violation.path, violation.rule) == ("$.input.items", "input.schema_mismatch")
     assert "items 7 and 20000 are equal" in violation.message
     # JSON Schema equality: 1 and 1.0 are equal, true and 1 are not.
-    assert validate_task_run_input(with_schema(schema, {"items": [1, 1.0]})).violations
-    assert not validate_task_run_input(with_schema(schema, {"items": [True, 1, False, 0]})).violations
+    assert check_task_run_input(with_schema(schema, {"items": [1, 1.0]})).violations
+    assert not check_task_run_input(with_schema(schema, {"items": [True, 1, False, 0]})).violations
 
 
 @pytest.mark.timeout(30)
 def test_unique_items_in_the_meta_schema_check_is_bounded_too() -> None:
     # "required" must hold unique strings: 20,000 objects made the meta-schema check compare every pair.
-    report = validate_task_run_input(with_schema({"required": [{"i": i} for i in range(20_000)]}, {}))
+    report = check_task_run_input(with_schema({"required": [{"i": i} for i in range(20_000)]}, {}))
     rules = {rule for _, rule in found(report)}
     assert rules and rules <= {"input_schema.invalid", "input_schema.too_expensive", "validation.too_many_violations"}
     assert len(report.violations) <= MAX_VIOLATIONS + 2
@@ -106,7 +106,7 @@ def test_unique_items_in_the_meta_schema_check_is_bounded_too() -> None:
 
 @pytest.mark.timeout(60)
 def test_ref_doubling_stops_with_too_expensive_and_at_most_100_violations() -> None:
-    report = validate_task_run_input(with_schema(doubling_refs(18), {}))
+    report = check_task_run_input(with_schema(doubling_refs(18), {}))
     assert (INPUT_SCHEMA, "input_schema.too_expensive") in found(report)
     assert len(report.violations) <= MAX_VIOLATIONS + 2  # 100, the too_expensive one and the count
     assert report.verdict == "invalid"
@@ -114,7 +114,7 @@ def test_ref_doubling_stops_with_too_expensive_and_at_most_100_violations() -> N
 
 def test_a_violation_flood_is_cut_to_100_and_a_count() -> None:
     body = with_schema({"properties": {"xs": {"items": {"type": "integer"}}}}, {"xs": ["x"] * 10_000})
-    report = validate_task_run_input(body)
+    report = check_task_run_input(body)
     assert len(report.violations) == MAX_VIOLATIONS + 1
     assert found(report)[:MAX_VIOLATIONS] == [(f"$.input.xs[{i}]", "input.schema_mismatch") for i in range(100)]
     last = report.violations[-1]
@@ -129,14 +129,14 @@ def test_the_count_is_an_error_only_when_it_hides_an_error() -> None:
         "processor": "mystery",
         "source_policy": {"include_domains": domains, "exclude_domains": domains},
     }
-    report = validate_task_run_input(body)  # 101 warnings
+    report = check_task_run_input(body)  # 101 warnings
     assert report.verdict == "valid_with_warnings"
     last = report.violations[-1]
     assert (last.rule, last.severity) == ("validation.too_many_violations", "warning") and last.message.startswith(
         "1 more"
     )
     body["source_policy"] = {**body["source_policy"], "after_date": "yesterday"}  # an error, after the warnings
-    report = validate_task_run_input(body)
+    report = check_task_run_input(body)
     assert report.verdict == "invalid"
     last = report.violations[-1]
     assert (last.rule, last.severity) == ("validation.too_many_violations", "error") and last.message.startswith(
@@ -145,7 +145,7 @@ def test_the_count_is_an_error_only_when_it_hides_an_error() -> None:
 
 
 async def test_validation_runs_off_the_event_loop() -> None:
-    validating = asyncio.ensure_future(avalidate_task_run_input(with_schema(doubling_refs(18), {})))
+    validating = asyncio.ensure_future(acheck_task_run_input(with_schema(doubling_refs(18), {})))
     for _ in range(3):  # the loop keeps turning while the worker thread spends its budget
         await asyncio.sleep(0)
     assert not validating.done()
@@ -155,9 +155,9 @@ async def test_validation_runs_off_the_event_loop() -> None:
 async def test_a_worker_that_never_answers_is_left_behind_with_a_violation(monkeypatch: pytest.MonkeyPatch) -> None:
     release = threading.Event()
     monkeypatch.setattr(validation, "OFF_LOOP_TIMEOUT", 0.05)
-    monkeypatch.setattr(validation, "validate_task_run_input", lambda _: release.wait(30))
+    monkeypatch.setattr(validation, "check_task_run_input", lambda _: release.wait(30))
     try:
-        report = await avalidate_task_run_input(VALID)
+        report = await acheck_task_run_input(VALID)
     finally:
         release.set()
     assert found(report) == [("$", "validation.too_expensive")]

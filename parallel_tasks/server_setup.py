@@ -82,11 +82,11 @@ def register_block_types(client: SyncPrefectClient) -> str:
 
 def _wanted_key(emulator: str | None) -> SecretStr | None:
     """The key to store: ``PARALLEL_API_KEY``, else the emulator's default key when ``--emulator`` is given."""
-    from parallel_tasks.credentials import API_KEY_ENV_VAR
+    from parallel_tasks.settings import get_settings
 
-    key = os.environ.get(API_KEY_ENV_VAR, "").strip()
-    if key:
-        return SecretStr(key)
+    key = get_settings().api_key
+    if key is not None:
+        return key
     if emulator:
         from parallel_tasks.emulator.core import DEFAULT_API_KEY  # the emulator's well-known test key
 
@@ -96,10 +96,10 @@ def _wanted_key(emulator: str | None) -> SecretStr | None:
 
 def save_credentials(name: str, emulator: str | None = None) -> str:
     """Create or update the ``ParallelCredentials`` block ``name``; other fields of an existing block are kept."""
-    from parallel_tasks.client import DEFAULT_BASE_URL
-    from parallel_tasks.credentials import API_KEY_ENV_VAR, BASE_URL_ENV_VAR, ParallelCredentials
+    from parallel_tasks.credentials import ParallelCredentials
+    from parallel_tasks.settings import API_KEY_ENV_VAR, get_settings
 
-    base_url = emulator or os.environ.get(BASE_URL_ENV_VAR, "").strip() or DEFAULT_BASE_URL
+    base_url = emulator or get_settings().base_url
     key = _wanted_key(emulator)
     try:
         existing: ParallelCredentials | None = cast(ParallelCredentials, ParallelCredentials.load(name))
@@ -237,7 +237,7 @@ def outdated_deployments(client: SyncPrefectClient, prefect_file: Path, project_
 
 def deploy(client: SyncPrefectClient, project_dir: Path, prefect_file: Path = PREFECT_FILE) -> str:
     """Run ``prefect deploy --all`` when a deployment is missing or differs; the key stays out of its environment."""
-    from parallel_tasks.credentials import API_KEY_ENV_VAR
+    from parallel_tasks.settings import API_KEY_ENV_VAR
 
     prefect_file = project_dir / prefect_file
     if not prefect_file.is_file():
@@ -245,7 +245,7 @@ def deploy(client: SyncPrefectClient, project_dir: Path, prefect_file: Path = PR
     outdated = outdated_deployments(client, prefect_file, project_dir)
     if not outdated:
         return UNCHANGED
-    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV_VAR}
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV_VAR}  # the subprocess's, not a setting
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)]
     done = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, check=False)  # noqa: S603
     if done.returncode != 0:
