@@ -18,7 +18,7 @@ from parallel_tasks.publishing import artifact_key
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_BLOCK = "parallel-demo"
-MISSING_RUN = "trun_0000000000000000000000000000dead"
+MISSING_RUN = "trun_e1d07a55c2b94f3e8a6b0c9d4f21a7e3"  # not in the demo set: a not_found run
 
 
 def print_table(rows: list[dict[str, object]], columns: list[str]) -> None:

@@ -273,7 +273,7 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
         >>> from parallel_tasks.emulator import Emulator
         >>> emulator = Emulator(api_keys=["demo-key"])  # serves the demo runs
         >>> with ParallelClient("demo-key", base_url="http://127.0.0.1", transport=emulator.transport()) as client:
-        ...     run_input = client.get_task_run_input("trun_900d0000000000000000000000000001")
+        ...     run_input = client.get_task_run_input("trun_bbf5d6d60a5a8aca6d19f35c5426fab0")
         >>> run_input.processor
         'core'
     """

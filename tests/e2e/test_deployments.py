@@ -33,9 +33,9 @@ pytestmark = pytest.mark.e2e
 
 AUDIT = "audit-run-inputs/nightly"
 FETCH = "fetch-run-input/on-demand"
-RUN_ID = "trun_900d0000000000000000000000000001"
-SCHEDULED_RUN_ID = "trun_900d0000000000000000000000000002"
-SERVED_RUN_ID = "trun_900d0000000000000000000000000003"
+RUN_ID = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
+SCHEDULED_RUN_ID = "trun_298c00492d5fc38ee78951c3257ff3a0"
+SERVED_RUN_ID = "trun_97f403dc1d430d70f55d51f1dfc81ab5"
 
 
 @pytest.fixture(scope="module")

@@ -33,9 +33,9 @@ from tests.conftest import CANARY_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-GOOD = "trun_900d0000000000000000000000000001"
-BAD_METADATA = "trun_badda7a0000000000000000000000001"
-SECRET_HEADERS = "trun_5ec2e700000000000000000000000001"
+GOOD = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
+BAD_METADATA = "trun_89109e16101e7e3e169bfab28d7fa15b"
+SECRET_HEADERS = "trun_c65bdf4253cd1c336f522f2967103ca0"
 
 
 def artifacts(key: str) -> list[Any]:
