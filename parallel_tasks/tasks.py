@@ -186,8 +186,8 @@ def record_task_run_input_lineage(
         base_url: The API the input came from.
         storage: A filesystem block, block slug or path for the records; Prefect's default result
             storage when ``None``.
-        artifacts: Also create the markdown and metadata-table artifacts keyed
-            ``parallel-run-input-<run id>``.
+        artifacts: Also create the markdown artifact keyed ``parallel-run-input-<run id>`` (``_`` and
+            every other character outside ``[a-z0-9-]`` as ``-``).
         credentials: The credentials the input was fetched with (as for :func:`retrieve_task_run_input`):
             their key is masked wherever it appears in the record.
     """

@@ -27,6 +27,7 @@ from parallel_tasks import server_setup as setup
 from parallel_tasks.audit import load_run_ids
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
+from parallel_tasks.publishing import AUDIT_REPORT_KEY
 from tests.e2e.conftest import BLOCK, E2E_KEY, POOL, REPO, SetupRuns, Stack, started
 
 pytestmark = pytest.mark.e2e
@@ -214,10 +215,10 @@ def test_deployment_runs_complete_on_a_process_worker(
     assert f"{len(set(listed))} runs" in (audited.state.message if audited.state else "")
     for run_id in listed:
         assert stored_record(stack, run_id)["status"] in ("ok", "invalid")
-    keys = [artifact_key(RUN_ID), f"{artifact_key(RUN_ID)}-metadata", SUMMARY_ARTIFACT_KEY]
+    keys = [artifact_key(RUN_ID), SUMMARY_ARTIFACT_KEY, AUDIT_REPORT_KEY]
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     made_by = {artifact.key: artifact.flow_run_id for artifact in artifacts}
-    assert made_by == {keys[0]: fetched.id, keys[1]: fetched.id, keys[2]: audited.id}
+    assert made_by == {keys[0]: fetched.id, keys[1]: audited.id, keys[2]: audited.id}
 
 
 def test_interval_schedule_gets_runs_from_the_scheduler_and_the_worker_runs_one(
