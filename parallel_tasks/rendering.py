@@ -37,11 +37,12 @@ HASH_PREFIX = 12
 """Characters of the sha256 shown in the summary table; the full hash is in the record."""
 
 _REF_ID = re.compile(r"\(ref_id ([^)\s]+)\)")
+_ERROR_CLASS = re.compile(r"^[A-Za-z]+Error: ")
 
 
-def _cell(value: Any) -> str:
-    """Table-cell text for markdown: no pipes or newlines to break the table."""
-    return preview(value).replace("|", "\\|").replace("\n", " ")
+def _cell(value: Any, limit: int = 80) -> str:
+    """Table-cell text for markdown, at most ``limit`` characters: no pipes or newlines to break the table."""
+    return preview(value, limit).replace("|", "\\|").replace("\n", " ")
 
 
 def metadata_table(record: RunInputRecord) -> list[dict[str, Any]]:
@@ -74,9 +75,11 @@ def by_problem(records: Iterable[RunInputRecord]) -> list[RunInputRecord]:
 
 
 def problem(record: RunInputRecord) -> str:
-    """What is wrong with a run, in one line: its error, the rules it breaks, or that its input changed."""
+    """What is wrong with a run, in one short line: its error (without the error class, the run id and the ref_id,
+    which its own artifact shows), the rules it breaks, or that its input changed."""
     if record.error:
-        return preview(record.error, 160)
+        short = _ERROR_CLASS.sub("", _REF_ID.sub("", record.error.replace(f" for run {record.run_id!r}", "")))
+        return preview(short.strip(), 100)
     if record.violations:
         return ", ".join(sorted({v.rule for v in record.violations}))
     if record.drift:
@@ -156,7 +159,7 @@ def _failure_lines(record: RunInputRecord) -> list[str]:
         "",
         "## Error",
         "",
-        f"> {_cell(preview(error, 2000))}",
+        f"> {_cell(error, 2000)}",
     ]
     return lines
 
@@ -181,8 +184,8 @@ def audit_markdown(
     problems = [r for r in by_problem(records) if shown_status(r) != "ok"]
     lines += ["", f"## Problem runs ({len(problems)})", ""]
     for record in problems[:PROBLEMS_LISTED]:
-        name = f"[`{record.run_id}`]({link(record.run_id)})" if link else f"`{record.run_id}`"
-        lines.append(f"- {name} **{shown_status(record)}**: {_cell(problem(record))}")
+        name = f"[{record.run_id}]({link(record.run_id)})" if link else f"`{record.run_id}`"
+        lines.append(f"- {name} **{shown_status(record)}**: {_cell(problem(record), 200)}")
     if len(problems) > PROBLEMS_LISTED:
         lines.append(f"- and {len(problems) - PROBLEMS_LISTED} more (the summary table lists every run)")
     if not problems:

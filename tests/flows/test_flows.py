@@ -29,6 +29,7 @@ from parallel_tasks.audit import load_run_ids
 from parallel_tasks.emulator import Emulator, FaultConfig
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
+from parallel_tasks.publishing import AUDIT_REPORT_KEY
 from tests.conftest import CANARY_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -319,3 +320,32 @@ def test_dask_task_runner_gives_the_same_records_as_the_default(
 
     default, dask = contents(folders["default"]), contents(folders["dask"])
     assert len(default) == 61 + 60 and default == dask
+
+
+def test_audit_shows_progress_and_names_its_problem_runs(credentials_block: str, clean_emulator: Emulator) -> None:
+    missing = "trun_5b0e9c2d7a4f41e3b6c8d0a2f4e6a8c1"
+    state = audit_run_inputs(
+        run_ids=[GOOD, BAD_METADATA, missing],
+        credentials_block=credentials_block,
+        per_run_artifacts=True,
+        fail_on_errors=False,
+        return_state=True,
+    )
+    with get_client(sync_client=True) as client:
+        made = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id={"any_": [flow_run_id(state)]}))
+    (progress,) = [a for a in made if a.type == "progress"]
+    assert progress.data == 100.0 and progress.description == "3 of 3 runs audited"
+    (report,) = [a for a in made if a.key == AUDIT_REPORT_KEY]
+    assert f"[{missing}](/artifacts/key/{artifact_key(missing)}) **not_found**" in str(report.data)
+    named = wait_for_logs(flow_run_id(state), "Run trun_", until=missing)
+    assert named == [
+        f"Run {BAD_METADATA} is invalid: metadata.key_too_long",
+        f"Run {missing} is not_found: 404 Not Found: Run id not found",
+    ]
+
+
+def test_task_retries_do_not_multiply_the_clients(credentials_block: str, clean_emulator: Emulator) -> None:
+    clean_emulator.set_faults(FaultConfig(status=503), run_id=GOOD)
+    state = fetch_run_input(GOOD, credentials_block=credentials_block, return_state=True)
+    assert state.is_failed() and "503" in (state.message or "")
+    assert clean_emulator.requests_by_status[503] == 4  # the client's 4 attempts, no task retry on top
