@@ -215,8 +215,11 @@ def test_prefect_retries_only_retryable_errors(credentials_block: str, clean_emu
     from prefect import flow
 
     from parallel_tasks import retrieve_task_run_input
+    from parallel_tasks.tasks import retry_even_after_client_retries
 
-    quick = retrieve_task_run_input.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    quick = retrieve_task_run_input.with_options(
+        retry_delay_seconds=0, retry_jitter_factor=None, retry_condition_fn=retry_even_after_client_retries
+    )
     clean_emulator.set_faults(FaultConfig(script=(503, 503, 503, 503, "ok")), run_id=GOOD)
 
     @flow
@@ -224,7 +227,7 @@ def test_prefect_retries_only_retryable_errors(credentials_block: str, clean_emu
         return quick(run_id, credentials=credentials_block).processor
 
     assert fetch(GOOD) == "core"
-    assert clean_emulator.requests_by_run[GOOD] == 5  # 4 client attempts, one Prefect retry
+    assert clean_emulator.requests_by_run[GOOD] == 5  # asked for: 4 client attempts, then one Prefect retry
     missing = fetch("trun_not_there", return_state=True)
     assert missing.is_failed() and clean_emulator.requests_by_run["trun_not_there"] == 1
 
