@@ -299,4 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel_tasks")
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("setup", help=__doc__.splitlines()[0] if __doc__ else None))
-    return run(parser.parse_args(argv))
+    from parallel_tasks.webhooks import add_commands as add_webhook_commands
+
+    add_webhook_commands(commands)
+    args = parser.parse_args(argv)
+    return int(args.handler(args)) if hasattr(args, "handler") else run(args)
