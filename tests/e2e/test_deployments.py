@@ -132,7 +132,7 @@ def test_setup_sees_which_deployment_fields_differ(on_stack: None, client: SyncP
     assert setup.outdated_deployments(client, changed, REPO) == [f"{AUDIT} (concurrency, schedules)"]
     changed.write_text(text.replace("name: on-demand", "name: on-demand-2").replace("fetch, on-demand]", "fetch]"))
     assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-demand-2 (new)"]
-    changed.write_text(text.replace("- parallel.task-run.failed\n", ""))
+    changed.write_text(text.replace("within: 0\n", "within: 60\n"))
     assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-completion (triggers)"]
 
 
