@@ -13,7 +13,12 @@ from parallel_tasks._version import __version__
 
 if TYPE_CHECKING:
     from parallel_tasks.client import DEFAULT_BASE_URL, AsyncParallelClient, FetchResult, ParallelClient
-    from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
+    from parallel_tasks.credentials import (
+        ParallelCredentials,
+        aresolve_credentials,
+        resolve_credentials,
+        resolve_webhook_secrets,
+    )
     from parallel_tasks.errors import (
         APIConnectionError,
         APIError,
@@ -68,6 +73,7 @@ if TYPE_CHECKING:
         run_input_cache_key,
         validate_task_run_input,
     )
+    from parallel_tasks.webhooks import WebhookVerifier, create_webhook_app
 
 # Exports load on first use: importing the package (say, for the emulator or the HTTP client)
 # does not pay for importing Prefect until a Prefect-backed name is asked for.
@@ -79,6 +85,9 @@ _EXPORTS = {
     "ParallelCredentials": "parallel_tasks.credentials",
     "aresolve_credentials": "parallel_tasks.credentials",
     "resolve_credentials": "parallel_tasks.credentials",
+    "resolve_webhook_secrets": "parallel_tasks.credentials",
+    "WebhookVerifier": "parallel_tasks.webhooks",
+    "create_webhook_app": "parallel_tasks.webhooks",
     "APIConnectionError": "parallel_tasks.errors",
     "APIError": "parallel_tasks.errors",
     "APIStatusError": "parallel_tasks.errors",
@@ -188,16 +197,19 @@ __all__ = [
     "ValidationReport",
     "Violation",
     "Webhook",
+    "WebhookVerifier",
     "__version__",
     "arecord_task_run_input_lineage",
     "aresolve_credentials",
     "aretrieve_task_run_input",
     "audit_run_inputs_batch",
+    "create_webhook_app",
     "materialize_run_input_assets",
     "normalize_schema",
     "record_task_run_input_failure",
     "record_task_run_input_lineage",
     "resolve_credentials",
+    "resolve_webhook_secrets",
     "retrieve_task_run_input",
     "retry_if_retryable",
     "run_input_cache_key",
