@@ -26,7 +26,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
@@ -187,8 +186,7 @@ def build_event(delivery: Delivery, secrets: Iterable[str] = ()) -> Event:
         payload["error"] = redact_run_input({"error": data["error"]}, secrets)["error"]
     return Event(
         id=event_id_for(delivery.webhook_id),
-        event=EVENT_TYPES[status],
-        occurred=datetime.now(timezone.utc),  # receipt time: a late retry must still reach reactive triggers
+        event=EVENT_TYPES[status],  # occurred: now, the receipt (a late retry must still reach reactive triggers)
         resource={
             "prefect.resource.id": f"parallel.task-run.{run_id}",
             "prefect.resource.name": run_id,
