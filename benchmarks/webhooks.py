@@ -201,7 +201,7 @@ def measure_latency(runs: int, interval_s: float) -> dict[str, Any]:
     from run import clean_env, prefect_server
 
     from parallel_tasks.emulator import Emulator, WebhookSender, generate_runs, run_emulator_server
-    from parallel_tasks.lineage import latest_key
+    from parallel_tasks.records import latest_key
 
     home = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     storage = home / "results"

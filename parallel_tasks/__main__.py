@@ -1,9 +1,9 @@
-"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.setup`) and
+"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.server_setup`) and
 ``python -m parallel_tasks webhooks serve`` (see :mod:`parallel_tasks.webhooks`)."""
 
 import sys
 
-from parallel_tasks.setup import main
+from parallel_tasks.server_setup import main
 
 if __name__ == "__main__":
     sys.exit(main())

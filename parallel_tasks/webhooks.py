@@ -36,7 +36,7 @@ from parallel_tasks._logging import get_logger
 from parallel_tasks.client import validate_run_id
 from parallel_tasks.credentials import resolve_webhook_secrets, webhook_key
 from parallel_tasks.errors import InvalidRunIdError, MissingCredentialsError
-from parallel_tasks.redaction import redact_run_input
+from parallel_tasks.redaction import Redactor
 
 if TYPE_CHECKING:
     from prefect.events import Event
@@ -173,17 +173,19 @@ def _label(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def build_event(delivery: Delivery, secrets: Iterable[str] = ()) -> Event:
-    """The Prefect event of an actionable delivery; its payload passes the project's redaction."""
+def build_event(delivery: Delivery, redactor: Redactor | None = None) -> Event:
+    """The Prefect event of an actionable delivery; its payload passes the project's redaction policy
+    (``redactor``: the policy bound to the webhook secrets; by default one that knows no secret)."""
     from prefect.events import Event
 
     data = delivery.data or {}
     run_id, status = data["run_id"], data["status"]
     fields = ("status", "is_active", "processor", "metadata", "created_at", "modified_at", "timestamp")
-    payload = redact_run_input({key: data.get(key) for key in fields}, secrets)
-    payload["webhook_id"] = delivery.webhook_id
+    payload = {key: data.get(key) for key in fields}
     if data.get("error") is not None:
-        payload["error"] = redact_run_input({"error": data["error"]}, secrets)["error"]
+        payload["error"] = data["error"]
+    payload = (redactor or Redactor()).tree(payload)
+    payload["webhook_id"] = delivery.webhook_id
     return Event(
         id=event_id_for(delivery.webhook_id),
         event=EVENT_TYPES[status],  # occurred: now, the receipt (a late retry must still reach reactive triggers)
@@ -275,6 +277,7 @@ def create_webhook_app(
     secrets = tuple(secrets)
     verifier = WebhookVerifier(secrets)
     known = tuple(s.get_secret_value() for s in secrets)  # only ever handed to the redaction, never logged
+    redactor = Redactor(known)
     seen = recent or RecentIds()
     logger = get_logger(secrets=known)
     emit: list[EventSink] = [sink] if sink else []
@@ -292,7 +295,7 @@ def create_webhook_app(
         if not seen.claim(delivery.webhook_id):
             logger.info("parallel.webhook.duplicate", webhook_id=delivery.webhook_id)
             return Response(status_code=204)
-        event = build_event(delivery, known)
+        event = build_event(delivery, redactor)
         try:
             await emit[0](event)
         except Exception as error:

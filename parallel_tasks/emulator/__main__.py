@@ -1,4 +1,5 @@
-"""Command: serve the emulator until interrupted, printing its base URL as the first stdout line.
+"""Command: serve the emulator until interrupted, printing its base URL as the only stdout line and, on stderr,
+the accepted key and how many runs it serves.
 
 Example:
     python -m parallel_tasks.emulator --port 0 --runs 1000 --seed 1 --api-key KEY --rate-503 0.05
@@ -9,9 +10,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
+
+from parallel_tasks.settings import WEBHOOK_SECRET_ENV_VAR, get_settings
 
 from .core import DEFAULT_API_KEY, Emulator
 from .faults import FAULT_NAMES, Fault, FaultConfig
@@ -19,8 +21,6 @@ from .generator import demo_runs, generate_runs
 from .server import base_url_for, bind_socket, make_server
 from .store import RunStore
 from .webhooks import WebhookFaults, WebhookSender
-
-WEBHOOK_SECRET_ENV = "PARALLEL_WEBHOOK_SECRET"  # noqa: S105  (the variable's name; the receiver reads it too)
 
 _RATE_FAULTS: tuple[Fault, ...] = (408, 429, 500, 502, 503, 504, "reset", "truncate", "html", "slow")
 
@@ -102,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     hooks.add_argument("--webhook-url", help="send every run's delivery here (default: the run's own webhook.url)")
     hooks.add_argument(
         "--webhook-secret",
-        help=f"the secret deliveries are signed with (default: ${WEBHOOK_SECRET_ENV}); without one, webhooks are off",
+        help=f"the secret deliveries are signed with (default: ${WEBHOOK_SECRET_ENV_VAR}); without one, webhooks "
+        "are off",
     )
     hooks.add_argument(
         "--complete-after-ms",
@@ -144,7 +145,8 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         emulator.set_faults(FaultConfig(script=[_fault(f) for f in script.split(",")]), run_id=run_id)
     for run_id, status in args.run_status:
         emulator.set_faults(FaultConfig(status=int(status)), run_id=run_id)
-    secret = args.webhook_secret or os.environ.get(WEBHOOK_SECRET_ENV, "").strip()
+    from_settings = get_settings().webhook_secret  # the receiver's variable: both ends share one secret
+    secret = args.webhook_secret or (from_settings.get_secret_value() if from_settings else "")
     if secret:
         webhook_faults = WebhookFaults(
             duplicate=args.webhook_duplicate_rate,
@@ -161,12 +163,26 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
             max_attempts=args.webhook_max_attempts,
         )
     elif args.webhook_url or args.complete_after_ms is not None:
-        raise ValueError(f"--webhook-url and --complete-after-ms need --webhook-secret (or ${WEBHOOK_SECRET_ENV})")
+        raise ValueError(f"--webhook-url and --complete-after-ms need --webhook-secret (or ${WEBHOOK_SECRET_ENV_VAR})")
     return emulator
 
 
+def describe(emulator: Emulator, url: str) -> str:
+    """What a person needs to use the running emulator (stdout keeps the base URL alone, for scripts)."""
+    keys = ", ".join(sorted(emulator.api_keys))
+    runs = len(emulator.store)
+    return (
+        f"Parallel API emulator at {url}, serving {runs} run{'s' * (runs != 1)}"
+        f" (GET {url}/v1/tasks/runs/<run id>/input)\n"
+        f"Accepted x-api-key: {keys}\n"
+        f"Point the flows at it: PARALLEL_BASE_URL={url} and PARALLEL_API_KEY set to that key,\n"
+        f"  or a credentials block: python -m parallel_tasks setup --emulator {url}\n"
+        "Ctrl-C stops it."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse options, bind, print the base URL, serve until SIGINT or SIGTERM."""
+    """Parse options, bind, print the base URL (stdout) and how to use it (stderr), serve until SIGINT or SIGTERM."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -175,7 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     server = make_server(emulator, http=args.http, loop=args.loop, log_level=args.log_level, configure_logging=True)
     sock = bind_socket(args.host, args.port)
-    print(base_url_for(sock), flush=True)
+    url = base_url_for(sock)
+    print(url, flush=True)
+    print(describe(emulator, url), file=sys.stderr, flush=True)
     if emulator.webhooks is not None and args.complete_after_ms is not None:
         emulator.webhooks.complete_all(after_s=args.complete_after_ms / 1000)
     try:

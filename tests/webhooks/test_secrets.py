@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from parallel_tasks import ParallelCredentials
 from parallel_tasks.credentials import resolve_webhook_secrets, webhook_key
 from parallel_tasks.errors import MissingCredentialsError
-from parallel_tasks.setup import main
+from parallel_tasks.server_setup import main
 from tests.webhooks.conftest import CANARY_SECRET
 
 
