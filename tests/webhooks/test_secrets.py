@@ -12,6 +12,7 @@ from parallel_tasks import ParallelCredentials
 from parallel_tasks.credentials import resolve_webhook_secrets, webhook_key
 from parallel_tasks.errors import MissingCredentialsError
 from parallel_tasks.server_setup import main
+from parallel_tasks.settings import get_settings
 from tests.webhooks.conftest import CANARY_SECRET
 
 
@@ -26,6 +27,14 @@ def test_the_environment_holds_one_or_several(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PARALLEL_WEBHOOK_SECRET", " ")
     with pytest.raises(MissingCredentialsError, match="PARALLEL_WEBHOOK_SECRET"):
         resolve_webhook_secrets()
+
+
+def test_the_setting_keeps_it_wrapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARALLEL_WEBHOOK_SECRET", CANARY_SECRET)
+    settings = get_settings()
+    assert isinstance(settings.webhook_secret, SecretStr)
+    shown = (repr(settings), str(settings), str(settings.model_dump()), settings.model_dump_json())
+    assert not [text for text in shown if CANARY_SECRET in text]
 
 
 def test_blocks_hold_them(prefect_harness: None, monkeypatch: pytest.MonkeyPatch) -> None:
