@@ -276,6 +276,8 @@ def main() -> None:
         for process in emulators:
             stop_process(process)
         ids_file.unlink(missing_ok=True)
+    log("webhook receiver: benchmarks/webhooks.py (its own report, results/webhooks.md)")
+    subprocess.run([sys.executable, "webhooks.py"], cwd=BENCH, timeout=FLOW_TIMEOUT_S * 2, check=False)
     try:
         log("ephemeral server start-up")
         data["startup"] = measure_startup(home)

@@ -26,6 +26,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "ParallelCredentials",
         "aresolve_credentials",
         "resolve_credentials",
+        "resolve_webhook_secrets",
     ),
     "parallel_tasks.errors": (
         "APIConnectionError",
@@ -87,6 +88,10 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "validate_task_run_input",
     ),
     "parallel_tasks.validation": ("check_task_run_input",),
+    "parallel_tasks.webhooks": (
+        "WebhookVerifier",
+        "create_webhook_app",
+    ),
 }
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
 
@@ -104,6 +109,7 @@ if TYPE_CHECKING:
         ParallelCredentials as ParallelCredentials,
         aresolve_credentials as aresolve_credentials,
         resolve_credentials as resolve_credentials,
+        resolve_webhook_secrets as resolve_webhook_secrets,
     )
     from parallel_tasks.errors import (
         APIConnectionError as APIConnectionError,
@@ -168,6 +174,10 @@ if TYPE_CHECKING:
     )
     from parallel_tasks.validation import (
         check_task_run_input as check_task_run_input,
+    )
+    from parallel_tasks.webhooks import (
+        WebhookVerifier as WebhookVerifier,
+        create_webhook_app as create_webhook_app,
     )
 # isort: on
 

@@ -1,4 +1,5 @@
-"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.server_setup`)."""
+"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.server_setup`) and
+``python -m parallel_tasks webhooks serve`` (see :mod:`parallel_tasks.webhooks`)."""
 
 import sys
 

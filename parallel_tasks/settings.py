@@ -28,6 +28,7 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_CONCURRENCY",
     "SENSITIVE_KEYS_ENV_VAR",
+    "WEBHOOK_SECRET_ENV_VAR",
     "ParallelSettings",
     "get_settings",
 ]
@@ -58,6 +59,9 @@ class ParallelSettings(BaseSettings):
             :func:`parallel_tasks.audit.task_runner_from_environment`); empty for Prefect's thread pool.
         sensitive_keys: ``PARALLEL_SENSITIVE_KEYS``: more key patterns to redact, comma-separated (see
             :mod:`parallel_tasks.redaction`).
+        webhook_secret: ``PARALLEL_WEBHOOK_SECRET``: the secret(s) the webhook receiver verifies deliveries
+            with when no block is named (space-separated during a rotation; see
+            :func:`parallel_tasks.credentials.resolve_webhook_secrets`).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -69,13 +73,14 @@ class ParallelSettings(BaseSettings):
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=10)
     tasks_dask_address: str = ""
     sensitive_keys: str = ""
+    webhook_secret: SecretStr | None = None
 
     @property
     def sensitive_key_patterns(self) -> tuple[str, ...]:
         """``sensitive_keys`` as a tuple of patterns, blanks dropped."""
         return tuple(p.strip() for p in self.sensitive_keys.split(",") if p.strip())
 
-    @pydantic.field_validator("api_key", mode="after")
+    @pydantic.field_validator("api_key", "webhook_secret", mode="after")
     @classmethod
     def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         stripped = value.get_secret_value().strip() if value is not None else ""
@@ -96,6 +101,7 @@ API_KEY_ENV_VAR = f"{ENV_PREFIX}API_KEY"
 BASE_URL_ENV_VAR = f"{ENV_PREFIX}BASE_URL"
 DASK_ENV_VAR = f"{ENV_PREFIX}TASKS_DASK_ADDRESS"
 SENSITIVE_KEYS_ENV_VAR = f"{ENV_PREFIX}SENSITIVE_KEYS"
+WEBHOOK_SECRET_ENV_VAR = f"{ENV_PREFIX}WEBHOOK_SECRET"
 
 
 def get_settings() -> ParallelSettings:

@@ -66,7 +66,8 @@ def test_setup_configures_everything_then_changes_nothing(
         "block types": "registered parallel-credentials",
         f"credentials block {BLOCK!r}": f"created (base_url {emulator_url})",
         f"work pool {POOL!r}": "created (type process)",
-        "deployments": f"deployed {AUDIT} (new); audit-run-inputs/audit-chunk (new); {FETCH} (new)",
+        "deployments": f"deployed {AUDIT} (new); audit-run-inputs/audit-chunk (new); {FETCH} (new); "
+        "fetch-run-input/on-completion (new)",
         "setup": "done",
     }
     assert set(second.values()) == {"unchanged"} and len(second) == 5, setup_runs[1].stdout
@@ -163,6 +164,8 @@ def test_setup_sees_which_deployment_fields_differ(on_stack: None, client: SyncP
     assert setup.outdated_deployments(client, changed, REPO) == [f"{AUDIT} (concurrency, schedules)"]
     changed.write_text(text.replace("name: on-demand", "name: on-demand-2").replace("fetch, on-demand]", "fetch]"))
     assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-demand-2 (new)"]
+    changed.write_text(text.replace("within: 0\n", "within: 60\n"))
+    assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-completion (triggers)"]
 
 
 def has_children(pid: int) -> bool:
