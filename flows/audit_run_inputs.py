@@ -35,6 +35,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from parallel_tasks import resolve_credentials
 from parallel_tasks.lineage import build_failure_record, read_latest, resolve_storage, summarize
 from parallel_tasks.models import AuditSummary, RunInputRecord
+from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
     materialize_run_input_assets,
@@ -238,6 +239,7 @@ async def _gather_outcomes(
 
 
 @flow(name="audit-run-inputs", task_runner=task_runner_from_environment())
+@with_openlineage
 def audit_run_inputs(
     run_ids: list[str] | None = None,
     run_ids_file: str | None = None,
@@ -250,6 +252,7 @@ def audit_run_inputs(
     fail_on_errors: bool = True,
     chunk_size: int | None = None,
     chunk_deployment: str = "audit-run-inputs/audit-chunk",
+    openlineage: bool = True,
 ) -> State[AuditSummary]:
     """Fetch, validate and record the inputs of many runs, then publish one summary table.
 
@@ -267,6 +270,7 @@ def audit_run_inputs(
             ``chunk_deployment``, so several workers (on several machines) share the work; the
             results are gathered into this run's summary.
         chunk_deployment: The deployment (``flow-name/deployment-name``) that audits one chunk.
+        openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
     given = list(run_ids or []) + (load_run_ids(run_ids_file) if run_ids_file else [])
@@ -285,12 +289,14 @@ def audit_run_inputs(
             "storage_block": storage_block,
             "per_run_artifacts": per_run_artifacts,
             "fail_on_errors": False,
+            "openlineage": openlineage,
         }
         records = _chunked(distinct, chunk_size, chunk_deployment, child_parameters, credentials.base_url)
     elif use_map:
         records = _mapped(distinct, credentials, storage_block, per_run_artifacts)
     else:
         records = _batched(distinct, batch_size, credentials, max_concurrency, storage_block, per_run_artifacts)
+    add_openlineage_inputs(records)
     summary = summarize(records, duplicates=len(given) - len(distinct))
     create_table_artifact(
         summary.rows,

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from parallel_tasks import InvalidRunInputError, resolve_credentials
+from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
 from parallel_tasks.tasks import (
     materialize_run_input_assets,
     record_task_run_input_failure,
@@ -27,11 +28,13 @@ from parallel_tasks.tasks import (
 
 
 @flow(name="fetch-run-input", flow_run_name="fetch-run-input-{run_id}")
+@with_openlineage
 def fetch_run_input(
     run_id: str,
     credentials_block: str | None = None,
     fail_on_invalid: bool = False,
     storage_block: str | None = None,
+    openlineage: bool = True,
 ) -> dict[str, Any]:
     """Fetch, validate and record one run input; return a summary of the record.
 
@@ -42,6 +45,7 @@ def fetch_run_input(
         fail_on_invalid: Fail the flow run when the input breaks a validation rule.
         storage_block: Slug of a filesystem block for the records (``s3-bucket/audit``); Prefect's
             default result storage when ``None``.
+        openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
     credentials = resolve_credentials(credentials_block)
@@ -56,6 +60,7 @@ def fetch_run_input(
         run_id, run_input, report, base_url=credentials.base_url, storage=storage_block
     )
     materialize_run_input_assets([record], name="materialize-run-input")
+    add_openlineage_inputs([record])
     summary = {
         "run_id": run_id,
         "status": record.status,
