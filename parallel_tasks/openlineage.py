@@ -350,13 +350,13 @@ class _Sender:
         self._queue: queue.SimpleQueue[Mapping[str, Any] | None] = queue.SimpleQueue()
         self._failure: str | None = None
         self._given_up = threading.Event()
-        self.queued = self.sent = 0
+        self.produced = self.sent = 0
         self._thread = threading.Thread(target=self._work, name="openlineage-events", daemon=True)
         self._thread.start()
 
     def send(self, event: Mapping[str, Any]) -> None:
+        self.produced += 1
         if self._failure is None and not self._given_up.is_set():
-            self.queued += 1
             self._queue.put(event)
 
     def _work(self) -> None:
@@ -445,8 +445,8 @@ class LineageRun:
         if problem:
             self._logger.warning(
                 "OpenLineage: %d of %d events for this flow run were not sent (%s); the run goes on without them",
-                self._sender.queued - self._sender.sent,
-                self._sender.queued,
+                self._sender.produced - self._sender.sent,
+                self._sender.produced,
                 problem,
             )
 
@@ -528,6 +528,7 @@ def _begin(enabled: bool, storage_block: Any) -> LineageRun | None:
             storage=storage,
             timeout=timeout,
             logger=logger,
+            inputs_per_event=INPUTS_PER_EVENT,
         )
         lineage.start()
     except Exception as error:
