@@ -46,7 +46,6 @@ from urllib.parse import quote, urlsplit
 from parallel_tasks._version import __version__
 from parallel_tasks.lineage import RECORD_PREFIX
 from parallel_tasks.models import RunInputRecord
-from parallel_tasks.redaction import redact_url
 
 __all__ = [
     "CUSTOM_FACET_SCHEMA",
@@ -198,7 +197,8 @@ def _storage_location(storage: Any) -> tuple[str, str]:
     basepath = str(getattr(storage, "basepath", "") or "")
     parts = urlsplit(basepath)
     if parts.scheme and parts.scheme != "file" and len(parts.scheme) > 1:  # RemoteFileSystem: s3://bucket/prefix
-        return redact_url(f"{parts.scheme}://{parts.netloc}"), parts.path.strip("/")
+        authority = parts.netloc.rpartition("@")[2]  # never the credentials a URL may carry
+        return f"{parts.scheme}://{authority}", parts.path.strip("/")
     if hasattr(storage, "basepath"):  # LocalFileSystem
         return "file", str(Path(parts.path if parts.scheme == "file" else basepath or ".").expanduser().absolute())
     return "prefect", type(storage).__name__
