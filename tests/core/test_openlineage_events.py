@@ -86,9 +86,11 @@ def test_storage_datasets_follow_the_naming_of_files_and_buckets() -> None:
     )
 
 
-def test_only_the_clients_own_configuration_turns_events_on(tmp_path: Path) -> None:
+def test_only_the_clients_own_configuration_turns_events_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "home"
-    assert not ol.is_configured({}, cwd=tmp_path) or (Path.home() / ".openlineage/openlineage.yml").is_file()
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    assert not ol.is_configured({}, cwd=tmp_path)
     assert ol.is_configured({"OPENLINEAGE_URL": "http://marquez:5000"}, cwd=tmp_path)
     assert ol.is_configured({"OPENLINEAGE__TRANSPORT__TYPE": "console"}, cwd=tmp_path)
     assert not ol.is_configured(
@@ -97,6 +99,9 @@ def test_only_the_clients_own_configuration_turns_events_on(tmp_path: Path) -> N
     (tmp_path / "openlineage.yml").write_text("transport:\n  type: console\n")
     assert ol.is_configured({}, cwd=tmp_path)
     assert not ol.is_configured({"OPENLINEAGE_CONFIG": str(home / "missing.yml")}, cwd=home)
+    (home / ".openlineage").mkdir()
+    (home / ".openlineage" / "openlineage.yml").write_text("transport:\n  type: console\n")
+    assert ol.is_configured({}, cwd=home)
 
 
 @pytest.mark.parametrize(("raw", "expected"), [("", 5.0), ("0.25", 0.25), ("0", 5.0), ("-1", 5.0), ("soon", 5.0)])
