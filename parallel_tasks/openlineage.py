@@ -566,26 +566,31 @@ def with_openlineage(fn: F) -> F:
 
     @functools.wraps(fn)
     def run_with_openlineage(*args: Any, **kwargs: Any) -> Any:
-        arguments = signature.bind(*args, **kwargs)
-        arguments.apply_defaults()
-        lineage = _begin(bool(arguments.arguments.get("openlineage", True)), arguments.arguments.get("storage_block"))
-        if lineage is None:
-            return fn(*args, **kwargs)
-        token = _CURRENT.set(lineage)
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as error:
-            _end(lineage, "FAIL", f"{type(error).__name__}: {error}")
-            raise
-        except BaseException:
-            _end(lineage, "ABORT", None)
-            raise
-        finally:
-            _CURRENT.reset(token)
-        _end(lineage, *_final(result))
-        return result
+        # Only module-level names in here: a task runner that pickles the flow (Dask) pickles this by value.
+        return _run(fn, signature, args, kwargs)
 
     return run_with_openlineage  # type: ignore[return-value]
+
+
+def _run(fn: Callable[..., Any], signature: inspect.Signature, args: Any, kwargs: dict[str, Any]) -> Any:
+    arguments = signature.bind(*args, **kwargs)
+    arguments.apply_defaults()
+    lineage = _begin(bool(arguments.arguments.get("openlineage", True)), arguments.arguments.get("storage_block"))
+    if lineage is None:
+        return fn(*args, **kwargs)
+    token = _CURRENT.set(lineage)
+    try:
+        result = fn(*args, **kwargs)
+    except Exception as error:
+        _end(lineage, "FAIL", f"{type(error).__name__}: {error}")
+        raise
+    except BaseException:
+        _end(lineage, "ABORT", None)
+        raise
+    finally:
+        _CURRENT.reset(token)
+    _end(lineage, *_final(result))
+    return result
 
 
 def _end(lineage: LineageRun, event_type: FinalType, error: str | None) -> None:
