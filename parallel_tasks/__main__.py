@@ -1,8 +1,8 @@
-"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.setup`)."""
+"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.server_setup`)."""
 
 import sys
 
-from parallel_tasks.setup import main
+from parallel_tasks.server_setup import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,8 +4,9 @@ Parallel run inputs each flow run read, with their hash, rule results and verdic
 Needs the extra: ``pip install 'prefect-parallel-tasks[openlineage]'`` (the OpenLineage project's own
 client, ``openlineage-python``, and its transports).
 
-* The builders (:func:`input_dataset`, :func:`storage_dataset`, :func:`run_event`) are pure: project
-  records in, OpenLineage JSON out, no I/O and no import of the client.
+* The builders (:func:`input_dataset`, :func:`storage_dataset`, :func:`run_event`; they live in
+  ``_openlineage_events`` and are re-exported here) are pure: project records in, OpenLineage JSON out,
+  no I/O and no import of the client.
 * :func:`with_openlineage` wraps a flow function: a START event when a run begins, the run inputs it
   read (:func:`add_openlineage_inputs`) in RUNNING events of at most :data:`INPUTS_PER_EVENT`, then
   COMPLETE, FAIL (with the error message facet) or ABORT.
@@ -13,10 +14,11 @@ client, ``openlineage-python``, and its transports).
   ``OPENLINEAGE__TRANSPORT__*`` variables, an ``openlineage.yml``); off again with
   ``OPENLINEAGE_DISABLED=true`` or the flow parameter ``openlineage=False``.
 * A lineage backend that is down, slow or refusing costs a flow run at most ``PARALLEL_OPENLINEAGE_TIMEOUT``
-  seconds (5 by default): events go out from a background thread in order, the first failure drops the
-  run's remaining events, and at the end the flow waits for the sender no longer than that, then logs one
-  warning and goes on. The HTTP transport's timeout is capped at the same figure and, unless configured,
-  it does not retry (a retry there would multiply with nothing here, but it would multiply the wait).
+  seconds (5 by default; the settings' ``openlineage_timeout``): events go out from a background thread in
+  order, the first failure drops the run's remaining events, and at the end the flow waits for the sender
+  no longer than that, then logs one warning and goes on. The HTTP transport's timeout is capped at the
+  same figure and, unless configured, it does not retry (a retry there would multiply with nothing here,
+  but it would multiply the wait).
 
 Naming (OpenLineage's conventions for a resource behind an API):
 
@@ -34,237 +36,59 @@ import contextvars
 import functools
 import inspect
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote, urlsplit
 
-from parallel_tasks._version import __version__
-from parallel_tasks.lineage import RECORD_PREFIX
+from parallel_tasks._openlineage_events import (
+    CUSTOM_FACET_SCHEMA,
+    CUSTOM_FACET_SCHEMA_URL,
+    FINDINGS_PER_INPUT,
+    INPUTS_PER_EVENT,
+    PRODUCER,
+    RULE_FAMILIES,
+    EventType,
+    error_facet,
+    input_dataset,
+    input_dataset_name,
+    input_dataset_namespace,
+    job_facets,
+    parent_facet,
+    processing_engine_facet,
+    run_event,
+    storage_dataset,
+)
 from parallel_tasks.models import RunInputRecord
+from parallel_tasks.settings import OPENLINEAGE_TIMEOUT_ENV_VAR, get_settings, openlineage_environment
 
 __all__ = [
     "CUSTOM_FACET_SCHEMA",
     "CUSTOM_FACET_SCHEMA_URL",
+    "FINDINGS_PER_INPUT",
     "INPUTS_PER_EVENT",
     "PRODUCER",
+    "RULE_FAMILIES",
     "TIMEOUT_ENV_VAR",
+    "LineageRun",
     "add_openlineage_inputs",
+    "error_facet",
     "input_dataset",
     "input_dataset_name",
     "input_dataset_namespace",
     "is_configured",
+    "job_facets",
+    "parent_facet",
     "run_event",
     "storage_dataset",
     "with_openlineage",
 ]
 
-EventType = Literal["START", "RUNNING", "COMPLETE", "ABORT", "FAIL", "OTHER"]
-
-PRODUCER = f"https://pypi.org/project/prefect-parallel-tasks/{__version__}/"
-RUN_EVENT_SCHEMA_URL = "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent"
-CUSTOM_FACET_SCHEMA = Path(__file__).with_name("facets") / "ParallelRunInputDatasetFacet.json"
-"""The JSON schema of the ``parallelRunInput`` dataset facet, shipped in the package."""
-CUSTOM_FACET_SCHEMA_URL = (
-    "urn:prefect-parallel-tasks:spec:facets:1-0-0:ParallelRunInputDatasetFacet.json#/$defs/ParallelRunInputDatasetFacet"
-)
-_FACETS = "https://openlineage.io/spec/facets/"
-_SCHEMAS = {
-    "jobType": _FACETS + "2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet",
-    "processing_engine": _FACETS + "1-1-1/ProcessingEngineRunFacet.json#/$defs/ProcessingEngineRunFacet",
-    "parent": _FACETS + "1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet",
-    "errorMessage": _FACETS + "1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet",
-    "version": _FACETS + "1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
-    "dataQualityAssertions": _FACETS
-    + "1-1-0/DataQualityAssertionsDatasetFacet.json#/$defs/DataQualityAssertionsDatasetFacet",
-    "outputStatistics": _FACETS
-    + "1-0-2/OutputStatisticsOutputDatasetFacet.json#/$defs/OutputStatisticsOutputDatasetFacet",
-    "parallelRunInput": CUSTOM_FACET_SCHEMA_URL,
-}
-
-INPUTS_PER_EVENT = 500
-"""Run inputs per RUNNING event: a large audit never builds one giant event."""
-FINDINGS_PER_INPUT = 50
-"""Validation findings listed one by one per input (each rule family's result is always there)."""
-RULE_FAMILIES = (
-    "body",
-    "processor",
-    "metadata",
-    "memory_scope_key",
-    "source_policy",
-    "output_schema",
-    "input_schema",
-    "input",
-)
-"""The parts of a run input the validation rules check: the prefix of every rule name (``metadata.key_too_long``)."""
-TIMEOUT_ENV_VAR = "PARALLEL_OPENLINEAGE_TIMEOUT"
-DEFAULT_TIMEOUT_S = 5.0
-_ERROR_MESSAGE_MAX = 2000
+TIMEOUT_ENV_VAR = OPENLINEAGE_TIMEOUT_ENV_VAR
+"""``PARALLEL_OPENLINEAGE_TIMEOUT``, read as the settings' ``openlineage_timeout``."""
 
 _log = logging.getLogger("parallel_tasks.openlineage")
-
-
-# --- builders: records in, OpenLineage JSON out ---------------------------------------------------
-
-
-def _facet(kind: str, /, **fields: Any) -> dict[str, Any]:
-    return {"_producer": PRODUCER, "_schemaURL": _SCHEMAS[kind], **fields}
-
-
-def input_dataset_namespace(base_url: str) -> str:
-    """``parallel://<host[:port]>`` of the API a run input came from.
-
-    Example:
-        >>> input_dataset_namespace("https://api.parallel.ai"), input_dataset_namespace("http://127.0.0.1:8787/")
-        ('parallel://api.parallel.ai', 'parallel://127.0.0.1:8787')
-    """
-    parts = urlsplit(base_url)
-    host = (parts.hostname or "unknown").lower()
-    return f"parallel://{host}:{parts.port}" if parts.port else f"parallel://{host}"
-
-
-def input_dataset_name(run_id: str) -> str:
-    """``tasks/runs/<run id>/input``, the run id percent-encoded (so it stays one path segment).
-
-    Example:
-        >>> input_dataset_name("trun_ab12"), input_dataset_name("a/b c")
-        ('tasks/runs/trun_ab12/input', 'tasks/runs/a%2Fb%20c/input')
-    """
-    return f"tasks/runs/{quote(run_id, safe='')}/input"
-
-
-def _assertions(record: RunInputRecord) -> list[dict[str, Any]]:
-    """Each rule family's result, then each finding (its rule, JSON path and severity; never its value)."""
-    by_family: dict[str, list[Any]] = {family: [] for family in RULE_FAMILIES}
-    for violation in record.violations:
-        by_family.setdefault(violation.rule.partition(".")[0], []).append(violation)
-    assertions = []
-    for family, found in by_family.items():
-        assertion: dict[str, Any] = {"assertion": family, "success": not found, "actual": str(len(found))}
-        if found:
-            assertion["severity"] = "error" if any(v.severity == "error" for v in found) else "warn"
-        assertions.append(assertion)
-    assertions += [
-        {
-            "assertion": violation.rule,
-            "success": False,
-            "column": violation.path,
-            "severity": "error" if violation.severity == "error" else "warn",
-        }
-        for violation in record.violations[:FINDINGS_PER_INPUT]
-    ]
-    return assertions
-
-
-def input_dataset(record: RunInputRecord) -> dict[str, Any]:
-    """The input dataset of one fetched run input: version = its sha256, every rule's result, and the
-    ``parallelRunInput`` facet (processor, status, verdict, drift, record key). No input content."""
-    custom: dict[str, Any] = {
-        "runId": record.run_id,
-        "status": record.status,
-        "drift": record.drift,
-        "errors": sum(v.severity == "error" for v in record.violations),
-        "warnings": sum(v.severity == "warning" for v in record.violations),
-    }
-    optional = {
-        "processor": record.processor,
-        "verdict": record.verdict,
-        "previousSha256": record.previous_sha256,
-        "recordKey": record.record_key,
-    }
-    custom.update({key: value for key, value in optional.items() if value is not None})
-    facets: dict[str, Any] = {"parallelRunInput": _facet("parallelRunInput", **custom)}
-    if record.sha256:
-        facets["version"] = _facet("version", datasetVersion=record.sha256)
-    return {
-        "namespace": input_dataset_namespace(record.base_url),
-        "name": input_dataset_name(record.run_id),
-        "facets": facets,
-        "inputFacets": {"dataQualityAssertions": _facet("dataQualityAssertions", assertions=_assertions(record))},
-    }
-
-
-def _storage_location(storage: Any) -> tuple[str, str]:
-    """(namespace, folder) of a Prefect filesystem block, following OpenLineage's naming for files and buckets."""
-    bucket = getattr(storage, "bucket_name", None) or getattr(storage, "bucket", None)
-    if isinstance(bucket, str) and bucket:  # prefect-aws S3Bucket, prefect-gcp GcsBucket
-        scheme = "s3" if hasattr(storage, "bucket_name") else "gs"
-        return f"{scheme}://{bucket}", str(getattr(storage, "bucket_folder", "") or "").strip("/")
-    basepath = str(getattr(storage, "basepath", "") or "")
-    parts = urlsplit(basepath)
-    if parts.scheme and parts.scheme != "file" and len(parts.scheme) > 1:  # RemoteFileSystem: s3://bucket/prefix
-        authority = parts.netloc.rpartition("@")[2]  # never the credentials a URL may carry
-        return f"{parts.scheme}://{authority}", parts.path.strip("/")
-    if hasattr(storage, "basepath"):  # LocalFileSystem
-        return "file", str(Path(parts.path if parts.scheme == "file" else basepath or ".").expanduser().absolute())
-    return "prefect", type(storage).__name__
-
-
-def storage_dataset(storage: Any, *, records_written: int = 0) -> dict[str, Any]:
-    """The output dataset: the folder ``parallel-run-inputs`` of the record storage (a filesystem block).
-
-    Example:
-        >>> from prefect.filesystems import LocalFileSystem
-        >>> storage_dataset(LocalFileSystem(basepath="/data/audit"))
-        {'namespace': 'file', 'name': '/data/audit/parallel-run-inputs', 'facets': {}}
-    """
-    namespace, folder = _storage_location(storage)
-    name = f"{folder.rstrip('/')}/{RECORD_PREFIX}" if folder and folder != "/" else f"/{RECORD_PREFIX}"
-    dataset: dict[str, Any] = {"namespace": namespace, "name": name if namespace == "file" else name.lstrip("/")}
-    dataset["facets"] = {}
-    if records_written:
-        dataset["outputFacets"] = {"outputStatistics": _facet("outputStatistics", rowCount=records_written)}
-    return dataset
-
-
-def job_facets() -> dict[str, Any]:
-    """A Prefect flow: a batch job whose events add up (its inputs come spread over RUNNING events)."""
-    pattern = {"eventTrigger": "EVENT_BASED", "eventContentMode": "ACCUMULATIVE"}
-    return {
-        "jobType": _facet(
-            "jobType", processingType="BATCH", integration="PREFECT", jobType="FLOW", emissionPattern=pattern
-        )
-    }
-
-
-def parent_facet(run_id: str, job_namespace: str, job_name: str) -> dict[str, Any]:
-    """The parent run facet: the flow run that started this one (an audit's chunk names its audit)."""
-    return _facet("parent", run={"runId": run_id}, job={"namespace": job_namespace, "name": job_name})
-
-
-def error_facet(message: str) -> dict[str, Any]:
-    """The error message facet, the message shortened; no stack trace (it may quote values)."""
-    if len(message) > _ERROR_MESSAGE_MAX:
-        message = message[: _ERROR_MESSAGE_MAX - 1] + "…"
-    return _facet("errorMessage", message=message, programmingLanguage="PYTHON")
-
-
-def run_event(
-    event_type: EventType,
-    *,
-    run_id: str,
-    job_namespace: str,
-    job_name: str,
-    inputs: Sequence[Mapping[str, Any]] = (),
-    outputs: Sequence[Mapping[str, Any]] = (),
-    run_facets: Mapping[str, Any] | None = None,
-    event_time: datetime | None = None,
-) -> dict[str, Any]:
-    """One OpenLineage RunEvent (spec 2-0-2) as JSON."""
-    return {
-        "eventType": event_type,
-        "eventTime": (event_time or datetime.now(timezone.utc)).isoformat(),
-        "producer": PRODUCER,
-        "schemaURL": RUN_EVENT_SCHEMA_URL,
-        "run": {"runId": run_id, "facets": dict(run_facets or {})},
-        "job": {"namespace": job_namespace, "name": job_name, "facets": job_facets()},
-        "inputs": [dict(dataset) for dataset in inputs],
-        "outputs": [dict(dataset) for dataset in outputs],
-    }
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -275,7 +99,7 @@ def is_configured(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     ``OPENLINEAGE_DISABLED=true`` says no; ``OPENLINEAGE_URL``, any ``OPENLINEAGE__TRANSPORT__*`` variable,
     or an ``openlineage.yml`` (``OPENLINEAGE_CONFIG``, the working folder, ``~/.openlineage``) say yes.
     Without one the client would print events to the console: here that means off."""
-    env = os.environ if environ is None else environ
+    env = openlineage_environment() if environ is None else environ
     if env.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
         return False
     if env.get("OPENLINEAGE_URL") or any(key.startswith("OPENLINEAGE__TRANSPORT") for key in env):
@@ -286,17 +110,9 @@ def is_configured(environ: Mapping[str, str] | None = None, cwd: Path | None = N
 
 
 def _timeout() -> float:
-    raw = os.environ.get(TIMEOUT_ENV_VAR, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < float("inf"):
-        _log.warning("%s=%r is not a positive number of seconds; using %g", TIMEOUT_ENV_VAR, raw, DEFAULT_TIMEOUT_S)
-        return DEFAULT_TIMEOUT_S
-    return value
+    """The budget, from the settings (``PARALLEL_OPENLINEAGE_TIMEOUT``: above 0 and finite, else a ValueError
+    naming it, like every other setting)."""
+    return get_settings().openlineage_timeout
 
 
 def _bound_transport(transport: Any, timeout: float) -> None:
@@ -477,11 +293,7 @@ def _prefect_facets(flow_run: Any, namespace: str) -> tuple[str, dict[str, Any]]
     import prefect
     from prefect.client.orchestration import get_client
 
-    facets: dict[str, Any] = {
-        "processing_engine": _facet(
-            "processing_engine", version=prefect.__version__, name="prefect", openlineageAdapterVersion=__version__
-        )
-    }
+    facets: dict[str, Any] = {"processing_engine": processing_engine_facet(prefect.__version__)}
     with get_client(sync_client=True) as client:
         job_name = _job_name(client, flow_run)
         if flow_run.parent_task_run_id is not None:
@@ -500,7 +312,7 @@ def _begin(enabled: bool, storage_block: Any) -> LineageRun | None:
     from prefect.context import FlowRunContext
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    from parallel_tasks.lineage import resolve_storage
+    from parallel_tasks.storage import resolve_storage
 
     context = FlowRunContext.get()
     if context is None or context.flow_run is None:
@@ -517,7 +329,7 @@ def _begin(enabled: bool, storage_block: Any) -> LineageRun | None:
         timeout = _timeout()
         client = OpenLineageClient()
         _bound_transport(client.transport, timeout)
-        namespace = os.environ.get("OPENLINEAGE_NAMESPACE") or "default"
+        namespace = openlineage_environment().get("OPENLINEAGE_NAMESPACE") or "default"
         job_name, facets = _prefect_facets(context.flow_run, namespace)
         storage = run_coro_as_sync(resolve_storage(storage_block))
         lineage = LineageRun(

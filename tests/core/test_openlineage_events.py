@@ -11,6 +11,7 @@ from prefect.filesystems import LocalFileSystem, RemoteFileSystem
 
 import parallel_tasks.openlineage as ol
 from parallel_tasks.models import RunInputRecord, Violation
+from parallel_tasks.settings import DEFAULT_OPENLINEAGE_TIMEOUT
 from tests.flows.openlineage_support import schema_errors
 
 RUN = "trun_0123456789abcdef0123456789abcdef"
@@ -104,10 +105,18 @@ def test_only_the_clients_own_configuration_turns_events_on(tmp_path: Path, monk
     assert ol.is_configured({}, cwd=home)
 
 
-@pytest.mark.parametrize(("raw", "expected"), [("", 5.0), ("0.25", 0.25), ("0", 5.0), ("-1", 5.0), ("soon", 5.0)])
-def test_the_budget_setting(raw: str, expected: float, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_budget_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ol.TIMEOUT_ENV_VAR, raising=False)
+    assert ol._timeout() == DEFAULT_OPENLINEAGE_TIMEOUT
+    monkeypatch.setenv(ol.TIMEOUT_ENV_VAR, "0.25")
+    assert ol._timeout() == 0.25
+
+
+@pytest.mark.parametrize("raw", ["", "0", "-1", "soon", "inf", "nan"])
+def test_an_unusable_budget_is_named(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(ol.TIMEOUT_ENV_VAR, raw)
-    assert ol._timeout() == expected
+    with pytest.raises(ValueError, match="PARALLEL_OPENLINEAGE_TIMEOUT"):
+        ol._timeout()
 
 
 def test_the_http_transport_is_bounded_unless_its_retries_are_configured() -> None:

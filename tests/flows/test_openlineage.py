@@ -12,11 +12,10 @@ import pytest
 from prefect import flow
 
 import parallel_tasks.openlineage as ol
-from flows.audit_run_inputs import audit_run_inputs
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import ParallelCredentials
 from parallel_tasks.emulator import Emulator
-from parallel_tasks.lineage import RECORD_PREFIX, latest_key
+from parallel_tasks.flows import audit_run_inputs, fetch_run_input
+from parallel_tasks.records import RECORD_PREFIX, latest_key
 from tests.conftest import CANARY_KEY
 from tests.flows.openlineage_support import Receiver, free_port, schema_errors
 
