@@ -188,6 +188,25 @@ def test_no_events_when_turned_off_by_the_flow_parameter(receiver: Receiver, cre
     assert [e["eventType"] for e in receiver.events] == ["START", "COMPLETE"]
 
 
+@pytest.mark.parametrize("openlineage", [True, False])
+def test_an_audit_hands_its_openlineage_parameter_to_its_chunks(
+    openlineage: bool, lineage_env: pytest.MonkeyPatch, credentials_block: str
+) -> None:
+    chunks: list[dict[str, Any]] = []
+
+    def audit_in_chunks(
+        run_ids: list[str], chunk_size: int, deployment: str, parameters: Any, base_url: str
+    ) -> list[Any]:
+        chunks.extend(parameters.for_chunk(run_ids[i : i + chunk_size]) for i in range(0, len(run_ids), chunk_size))
+        return []  # the chunks' flow runs need a worker; what they would be started with is what counts here
+
+    lineage_env.setattr("parallel_tasks.flows.audit_in_chunks", audit_in_chunks)
+    audit_run_inputs(
+        run_ids=[GOOD, BAD_METADATA], chunk_size=1, credentials_block=credentials_block, openlineage=openlineage
+    )
+    assert [chunk["openlineage"] for chunk in chunks] == [openlineage, openlineage]
+
+
 def test_the_canary_key_and_mcp_header_values_never_reach_the_backend(
     receiver: Receiver, emulator_url: str, clean_emulator: Emulator, storage: tuple[str, Path]
 ) -> None:
