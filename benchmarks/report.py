@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from openlineage_overhead import markdown as openlineage_markdown
+
 CLIENT_ORDER = ("aiohttp", "httpx", "sdk-sequential", "sdk-async", "ours", "ours-httpx", "flow")
 LABELS = {
     "aiohttp": "(a) aiohttp ClientSession, gather",
@@ -251,6 +253,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         skipped_line(data["rows"]),
         "",
+        *([openlineage_markdown(data["openlineage"]), ""] if data.get("openlineage") else []),
         "How each is measured:",
         "",
         "- Every client makes one warm-up request first; the clock then runs over the whole batch, connection "

@@ -7,7 +7,8 @@
    fixed sample at most) and ``AsyncParallel`` gathered, (c) our batch API on its default
    transport and on httpx's own.
 3. A Prefect server (temporary ``PREFECT_HOME``) and (d) the audit flow (``flow_worker.py``), the
-   targeted configurations first, the rest while the time budget lasts.
+   targeted configurations first, the rest while the time budget lasts; then the audit at the largest N
+   with OpenLineage off and on (``openlineage_overhead.py``, written to ``results/openlineage.md``).
 4. The one-off start-up cost of Prefect's ephemeral server, the server above stopped.
 5. ``results/latest.json``, ``latest.md`` (table, machine, PASS/MISS targets) and ``latest.png``.
 
@@ -36,6 +37,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import openlineage_overhead
 from _common import REPO, SEED, start_emulator, stop_process, write_ids
 from report import CLIENT_ORDER, machine_info, write_reports
 
@@ -266,6 +268,11 @@ def main() -> None:
         data["rows"] += measure_clients(urls, ids_file, home, sizes)
         try:
             data["rows"] += measure_flows(urls, ids_file, home, sizes, deadline)
+            with prefect_server(home) as api_url:  # the audit with OpenLineage on versus off, side by side
+                data["openlineage"] = openlineage_overhead.measure(
+                    urls[0.0], ids_file, home, api_url, max(sizes), max(CONCURRENCIES), repeats=1
+                )
+            openlineage_overhead.write(data["openlineage"])
         except (OSError, RuntimeError, TimeoutError) as exc:  # the server never came up: error cells
             log(f"Prefect server failed: {exc}")
             for latency, n, concurrency in TARGETED_FLOWS:

@@ -6,7 +6,9 @@ The public API is what this module exports (``__all__``). Example:
     >>> TaskRunInput.model_validate({"processor": "base", "input": "What is the GDP of France?"}).processor
     'base'
 
-The flows are in :mod:`parallel_tasks.flows` (``from parallel_tasks.flows import audit_run_inputs``).
+The flows are in :mod:`parallel_tasks.flows` (``from parallel_tasks.flows import audit_run_inputs``). Their
+OpenLineage events (the ``openlineage`` extra) are in :mod:`parallel_tasks.openlineage`: ``with_openlineage``
+for a flow function, ``add_openlineage_inputs`` inside it, and the pure event builders.
 """
 
 from typing import TYPE_CHECKING, Any

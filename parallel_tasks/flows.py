@@ -24,6 +24,7 @@ from parallel_tasks.audit import (
 from parallel_tasks.credentials import resolve_credentials
 from parallel_tasks.errors import InvalidRunInputError
 from parallel_tasks.models import AuditSummary
+from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
 from parallel_tasks.records import summarize
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from parallel_tasks.tasks import (
@@ -40,11 +41,13 @@ SUMMARY_ARTIFACT_KEY = "parallel-run-input-audit"
 
 
 @flow(name="fetch-run-input", flow_run_name="fetch-run-input-{run_id}")
+@with_openlineage
 def fetch_run_input(
     run_id: str,
     credentials_block: str | None = None,
     fail_on_invalid: bool = False,
     storage_block: str | None = None,
+    openlineage: bool = True,
 ) -> dict[str, Any]:
     """Fetch, validate and record one run input; return a summary of the record.
 
@@ -55,6 +58,7 @@ def fetch_run_input(
         fail_on_invalid: Fail the flow run when the input breaks a validation rule.
         storage_block: Slug of a filesystem block for the records (``s3-bucket/audit``); Prefect's
             default result storage when ``None``.
+        openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
     credentials = resolve_credentials(credentials_block)
@@ -71,6 +75,7 @@ def fetch_run_input(
         run_id, run_input, report, base_url=credentials.base_url, storage=storage_block, credentials=credentials
     )
     materialize_run_input_assets([record], name="materialize-run-input")
+    add_openlineage_inputs([record])
     summary = {
         "run_id": run_id,
         "status": record.status,
@@ -89,6 +94,7 @@ def fetch_run_input(
 
 
 @flow(name="audit-run-inputs", task_runner=task_runner_from_environment())
+@with_openlineage
 def audit_run_inputs(
     run_ids: list[str] | None = None,
     run_ids_file: str | None = None,
@@ -101,6 +107,7 @@ def audit_run_inputs(
     fail_on_errors: bool = True,
     chunk_size: int | None = None,
     chunk_deployment: str = "audit-run-inputs/audit-chunk",
+    openlineage: bool = True,
 ) -> State[AuditSummary]:
     """Fetch, validate and record the inputs of many runs, then publish one summary table.
 
@@ -119,6 +126,7 @@ def audit_run_inputs(
             ``chunk_deployment``, so several workers (on several machines) share the work; the
             results are gathered into this run's summary.
         chunk_deployment: The deployment (``flow-name/deployment-name``) that audits one chunk.
+        openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
     given = list(run_ids or []) + (load_run_ids(run_ids_file) if run_ids_file else [])
@@ -130,13 +138,16 @@ def audit_run_inputs(
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
     if chunk_size is not None and len(distinct) > chunk_size:
-        parameters = ChunkParameters(credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts)
+        parameters = ChunkParameters(
+            credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts, openlineage
+        )
         records = audit_in_chunks(distinct, chunk_size, chunk_deployment, parameters, credentials.base_url)
     elif use_map:
         records = audit_with_map(distinct, credentials, BatchOptions(max_concurrency, storage_block, per_run_artifacts))
     else:
         options = BatchOptions(max_concurrency, storage_block, per_run_artifacts)
         records = audit_in_batches(distinct, batch_size, credentials, options)
+    add_openlineage_inputs(records)
     summary = summarize(records, duplicates=len(given) - len(distinct))
     create_table_artifact(
         summary.rows,

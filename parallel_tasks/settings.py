@@ -2,8 +2,10 @@
 
 Each field reads the environment variable of its name with the ``PARALLEL_`` prefix (``api_key`` from
 ``PARALLEL_API_KEY``, ``tasks_dask_address`` from ``PARALLEL_TASKS_DASK_ADDRESS``). Call :func:`get_settings`
-where a value is needed, not at import, so a changed environment is seen by the next call. Nothing else in
-the library reads ``os.environ``. This module imports neither httpx nor Prefect.
+where a value is needed, not at import, so a changed environment is seen by the next call. The OpenLineage
+client's own variables (``OPENLINEAGE_URL``, ``OPENLINEAGE__TRANSPORT__*``, ...) belong to that client, which
+reads them itself; :func:`openlineage_environment` only lets the package see whether they configure it. Nothing
+else in the library reads ``os.environ``. This module imports neither httpx nor Prefect.
 """
 
 from __future__ import annotations
@@ -24,13 +26,16 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_OPENLINEAGE_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "ENV_PREFIX",
     "MAX_CONCURRENCY",
+    "OPENLINEAGE_TIMEOUT_ENV_VAR",
     "SENSITIVE_KEYS_ENV_VAR",
     "WEBHOOK_SECRET_ENV_VAR",
     "ParallelSettings",
     "get_settings",
+    "openlineage_environment",
 ]
 
 ENV_PREFIX = "PARALLEL_"
@@ -44,6 +49,8 @@ DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 1000
 """The most requests a batch may have in flight: each costs a worker, and past the pool's 100
 connections more only wait for one."""
+DEFAULT_OPENLINEAGE_TIMEOUT = 5.0
+"""Seconds a lineage backend may cost a flow run at most (see :mod:`parallel_tasks.openlineage`)."""
 
 
 class ParallelSettings(BaseSettings):
@@ -62,6 +69,8 @@ class ParallelSettings(BaseSettings):
         webhook_secret: ``PARALLEL_WEBHOOK_SECRET``: the secret(s) the webhook receiver verifies deliveries
             with when no block is named (space-separated during a rotation; see
             :func:`parallel_tasks.credentials.resolve_webhook_secrets`).
+        openlineage_timeout: ``PARALLEL_OPENLINEAGE_TIMEOUT``: the most seconds the OpenLineage events may
+            cost a flow run, the HTTP transport's own timeout capped at it (see :mod:`parallel_tasks.openlineage`).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -74,6 +83,7 @@ class ParallelSettings(BaseSettings):
     tasks_dask_address: str = ""
     sensitive_keys: str = ""
     webhook_secret: SecretStr | None = None
+    openlineage_timeout: float = Field(default=DEFAULT_OPENLINEAGE_TIMEOUT, gt=0, allow_inf_nan=False)
 
     @property
     def sensitive_key_patterns(self) -> tuple[str, ...]:
@@ -102,6 +112,7 @@ BASE_URL_ENV_VAR = f"{ENV_PREFIX}BASE_URL"
 DASK_ENV_VAR = f"{ENV_PREFIX}TASKS_DASK_ADDRESS"
 SENSITIVE_KEYS_ENV_VAR = f"{ENV_PREFIX}SENSITIVE_KEYS"
 WEBHOOK_SECRET_ENV_VAR = f"{ENV_PREFIX}WEBHOOK_SECRET"
+OPENLINEAGE_TIMEOUT_ENV_VAR = f"{ENV_PREFIX}OPENLINEAGE_TIMEOUT"
 
 
 def get_settings() -> ParallelSettings:
@@ -130,3 +141,10 @@ def _parsed(values: tuple[str | None, ...]) -> ParallelSettings:
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise ValueError(f"unusable environment variable(s): {problems}") from None
+
+
+def openlineage_environment() -> dict[str, str]:
+    """The OpenLineage client's variables as they are now (``OPENLINEAGE_URL``, ``OPENLINEAGE_DISABLED``,
+    ``OPENLINEAGE_CONFIG``, ``OPENLINEAGE_NAMESPACE``, ``OPENLINEAGE__TRANSPORT__*``): the client reads and
+    parses them itself; the package looks only whether they configure it, and at the jobs' namespace."""
+    return {name: value for name, value in os.environ.items() if name.startswith("OPENLINEAGE")}
