@@ -34,6 +34,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks import resolve_credentials
 from parallel_tasks.lineage import build_failure_record, read_latest, resolve_storage, summarize
+from parallel_tasks.manifests import write_audit_manifest
 from parallel_tasks.models import AuditSummary, RunInputRecord
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
@@ -291,7 +292,9 @@ def audit_run_inputs(
         records = _mapped(distinct, credentials, storage_block, per_run_artifacts)
     else:
         records = _batched(distinct, batch_size, credentials, max_concurrency, storage_block, per_run_artifacts)
-    summary = summarize(records, duplicates=len(given) - len(distinct))
+    summary = summarize(
+        records, duplicates=len(given) - len(distinct), manifest=write_audit_manifest(records, storage_block)
+    )
     create_table_artifact(
         summary.rows,
         key=SUMMARY_ARTIFACT_KEY,

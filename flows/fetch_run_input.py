@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from parallel_tasks import InvalidRunInputError, resolve_credentials
+from parallel_tasks.manifests import write_audit_manifest
 from parallel_tasks.tasks import (
     materialize_run_input_assets,
     record_task_run_input_failure,
@@ -48,7 +49,8 @@ def fetch_run_input(
     fetched = retrieve_task_run_input(run_id, credentials=credentials, return_state=True)
     if not fetched.is_completed():
         error = fetched.result(raise_on_failure=False)
-        record_task_run_input_failure(run_id, error, base_url=credentials.base_url, storage=storage_block)
+        failure = record_task_run_input_failure(run_id, error, base_url=credentials.base_url, storage=storage_block)
+        write_audit_manifest([failure], storage_block)
         raise error
     run_input = fetched.result()
     report = validate_task_run_input(run_input)
@@ -66,6 +68,7 @@ def fetch_run_input(
         "sha256": record.sha256,
         "drift": record.drift,
         "record_key": record.record_key,
+        "manifest_sha256": write_audit_manifest([record], storage_block),
     }
     logger.info("Recorded run %s: %s (%s), sha256 %s", run_id, record.status, record.verdict, record.sha256)
     if fail_on_invalid and not report.valid:

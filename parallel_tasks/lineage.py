@@ -8,6 +8,9 @@ GCS, ... in production) under keys derived from the run id:
 * ``parallel-run-inputs/<run id>/latest.json`` holds the run's latest outcome (ok, invalid,
   not_found, ...), which is how a changed input (drift) is noticed on the next audit.
 
+Each stored record also carries ``record_sha256``, a hash over the whole record (see :func:`record_hash`),
+and each audit ends with a manifest of what it stored (:mod:`parallel_tasks.manifests`).
+
 The content record is written before the pointer, so a crash between the two leaves nothing a
 rerun does not repair. Everything but the storage calls is pure and tested without Prefect.
 """
@@ -44,8 +47,11 @@ __all__ = [
     "latest_key",
     "metadata_table",
     "read_latest",
+    "record_hash",
+    "redacted_input",
     "render_markdown",
     "resolve_storage",
+    "seal",
     "sha256_hex",
     "status_for_error",
     "store_record",
@@ -85,6 +91,8 @@ def _path_segment(run_id: str) -> str:
     segment = quote(run_id, safe="")
     if segment.strip(".") == "":
         return "%" + "%2E" * len(segment)
+    if segment.startswith("_"):  # names starting with "_" are the store's own (``_manifests``)
+        return "%5F" + segment[1:]
     return segment
 
 
@@ -124,6 +132,15 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def redacted_input(
+    run_input: TaskRunInput | Mapping[str, Any], secrets: Iterable[str] = ()
+) -> tuple[dict[str, Any], str]:
+    """The input as it is recorded (redacted) and its sha256, the input's identity."""
+    body = run_input.model_dump(mode="json", exclude_unset=True) if isinstance(run_input, TaskRunInput) else run_input
+    redacted = redact_run_input(body, secrets)
+    return redacted, sha256_hex(canonical_json(redacted))
+
+
 def build_record(
     run_id: str,
     run_input: TaskRunInput | Mapping[str, Any],
@@ -136,9 +153,7 @@ def build_record(
     task_run_id: str | None = None,
 ) -> RunInputRecord:
     """The content record of a fetched input: redacted canonical input, its hash, and its context."""
-    body = run_input.model_dump(mode="json", exclude_unset=True) if isinstance(run_input, TaskRunInput) else run_input
-    redacted = redact_run_input(body, secrets)
-    digest = sha256_hex(canonical_json(redacted))
+    redacted, digest = redacted_input(run_input, secrets)
     return RunInputRecord(
         run_id=run_id,
         status="ok" if report.valid else "invalid",
@@ -175,9 +190,36 @@ def build_failure_record(
     )
 
 
+def record_hash(fields: Mapping[str, Any]) -> str:
+    """The whole-record hash: sha256 of the canonical JSON of every field but ``record_sha256``.
+
+    It works on the parsed JSON, not the model, so it covers every field a record holds, including
+    ones this version of the code does not know.
+    """
+    return sha256_hex(canonical_json({k: v for k, v in fields.items() if k != "record_sha256"}))
+
+
+def seal(record: RunInputRecord) -> RunInputRecord:
+    """The record as version 2, with its whole-record hash filled in."""
+    unsealed = record.model_copy(update={"record_version": 2, "record_sha256": None})
+    return unsealed.model_copy(update={"record_sha256": record_hash(unsealed.model_dump(mode="json"))})
+
+
 def verify_record(data: bytes | str) -> RunInputRecord:
-    """Parse a stored content record and check its hash; raises ``ValueError`` if it was altered."""
-    record = RunInputRecord.model_validate_json(data)
+    """Parse a stored content record and check its hashes; raises ``ValueError`` if it was altered.
+
+    The input's hash always; the whole-record hash too when the record has one (version 2).
+    """
+    fields = json.loads(data)
+    if not isinstance(fields, dict):
+        raise ValueError("a record must be a JSON object")
+    record = RunInputRecord.model_validate(fields)
+    if record.record_version >= 2:
+        actual = record_hash(fields)
+        if actual != fields.get("record_sha256"):
+            raise ValueError(
+                f"record for run {record.run_id!r} was altered: record_sha256 {actual} != {fields.get('record_sha256')}"
+            )
     if record.input is None or record.sha256 is None:
         raise ValueError(f"record for run {record.run_id!r} holds no input to verify")
     actual = sha256_hex(canonical_json(record.input))
@@ -244,21 +286,25 @@ async def read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecor
 
 
 async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> RunInputRecord:
-    """Store a record and return it as stored, with drift against the run's previous input filled in.
+    """Store a record and return it as stored in ``latest.json`` (sealed, drift filled in), with its input.
 
-    A content record is written only when its hash is new for the run; the latest pointer always.
+    A content record is written only when its hash is new for the run; the latest pointer always,
+    naming the content record's whole-record hash (carried over while the input is unchanged).
     """
     previous = await read_latest(storage, record.run_id)
     # A failed audit in between keeps the last hash known, so drift is still seen afterwards.
     previous_sha = (previous.sha256 or previous.previous_sha256) if previous is not None else None
+    content_sha = previous.content_record_sha256 if previous is not None else None
     digest = record.sha256
     drift = digest is not None and previous_sha is not None and previous_sha != digest
     record = record.model_copy(update={"previous_sha256": previous_sha, "drift": drift})
     if digest is not None and previous_sha != digest:
-        await _write(storage, content_key(record.run_id, digest), _dump(record))
-    pointer = record.model_copy(update={"input": None})
+        content = seal(record)
+        await _write(storage, content_key(record.run_id, digest), _dump(content))
+        content_sha = content.record_sha256
+    pointer = seal(record.model_copy(update={"input": None, "content_record_sha256": content_sha}))
     await _write(storage, latest_key(record.run_id), _dump(pointer))
-    return record
+    return pointer.model_copy(update={"input": record.input})
 
 
 def _dump(record: RunInputRecord) -> bytes:
@@ -351,8 +397,9 @@ def summary_row(record: RunInputRecord) -> dict[str, Any]:
     }
 
 
-def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0) -> AuditSummary:
-    """Counts by status, and one summary row per run, over the outcome records of an audit."""
+def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0, manifest: str | None = None) -> AuditSummary:
+    """Counts by status, and one summary row per run, over the outcome records of an audit (and the
+    sha256 of the manifest it wrote, which its state message and summary artifact then show)."""
     ordered = sorted(records, key=lambda r: r.run_id)
     counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed"), 0)
     for record in ordered:
@@ -363,6 +410,7 @@ def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0) -> Audi
         drifted=sum(r.drift for r in ordered),
         duplicates=duplicates,
         rows=[summary_row(r) for r in ordered],
+        manifest_sha256=manifest,
     )
 
 

@@ -299,4 +299,5 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel_tasks")
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("setup", help=__doc__.splitlines()[0] if __doc__ else None))
+    commands.add_parser("verify", help="check the audit trail (python -m parallel_tasks verify --help)")
     return run(parser.parse_args(argv))
