@@ -299,12 +299,23 @@ async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> R
     drift = digest is not None and previous_sha is not None and previous_sha != digest
     record = record.model_copy(update={"previous_sha256": previous_sha, "drift": drift})
     if digest is not None and previous_sha != digest:
-        content = seal(record)
-        await _write(storage, content_key(record.run_id, digest), _dump(content))
-        content_sha = content.record_sha256
+        content_sha = await _stored_record_hash(storage, content_key(record.run_id, digest))
+        if content_sha is None:  # new for the run (an input that changes back keeps its first record)
+            content = seal(record)
+            await _write(storage, content_key(record.run_id, digest), _dump(content))
+            content_sha = content.record_sha256
     pointer = seal(record.model_copy(update={"input": None, "content_record_sha256": content_sha}))
     await _write(storage, latest_key(record.run_id), _dump(pointer))
     return pointer.model_copy(update={"input": record.input})
+
+
+async def _stored_record_hash(storage: WritableFileSystem, key: str) -> str | None:
+    """The whole-record hash of a stored record, or ``None`` if there is none (or it is unreadable)."""
+    try:
+        fields = json.loads(await _read(storage, key))
+    except Exception:  # a missing key raises differently in every filesystem block
+        return None
+    return record_hash(fields) if isinstance(fields, dict) else None
 
 
 def _dump(record: RunInputRecord) -> bytes:

@@ -157,7 +157,7 @@ class FsspecStore:
 class _Manifest:
     key: str
     sha256: str
-    chain_dir: str
+    chain: str
     sequence: int
     previous: list[str]
     created_at: datetime
@@ -212,23 +212,25 @@ def _check_manifest(
             report.add("signature", path, problem)
     elif "signature" in manifest:
         report.count("signatures_unchecked")
-    return _Manifest(path, actual, chain_dir, sequence, previous, created, started, entries)
+    return _Manifest(path, actual, str(chain), sequence, previous, created, started, entries)
 
 
 def _check_head(store: Store, chain_dir: str, chain: dict[str, _Manifest], heads: set[str], report: Report) -> None:
     path = f"{MANIFEST_PREFIX}/{chain_dir}/{HEAD_NAME}"
     try:
-        head = _load_json(store.read(path))
-        named = chain.get(str(head["manifest_sha256"]))
+        raw = store.read(path)
+        named = chain.get(str(_load_json(raw)["manifest_sha256"]))
     except (OSError, ValueError, KeyError, TypeError):
         report.add("head", path, "missing or unreadable")
         return
     if named is None:
-        report.add("head", path, f"names manifest {head['manifest_sha256']}, which is not in the chain")
+        report.add("head", path, "names a manifest which is not in the chain")
     elif named.sha256 not in heads:
         report.add("head", path, f"names manifest {named.key}, which later manifests follow")
-    elif head.get("sequence") != named.sequence or head.get("key") != named.key:
-        report.add("head", path, "its sequence or key does not match the manifest it names")
+    else:
+        expected = {"chain": named.chain, "sequence": named.sequence, "manifest_sha256": named.sha256, "key": named.key}
+        if raw != canonical_json(expected):
+            report.add("head", path, "its chain, sequence or key does not match the manifest it names")
 
 
 def _check_chain(
