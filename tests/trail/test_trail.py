@@ -272,6 +272,9 @@ def test_edited_manifest(store: Path) -> None:
     report = check(store)
     assert ("altered", str(target.relative_to(store))) in kinds(report)
     assert any("Merkle root" in f.message for f in report.findings)
+    newest = manifest_files(store)[-1]  # no entry changed, no manifest after it: only its name tells
+    newest.write_bytes(newest.read_bytes().replace(b'"created_at":"2', b'"created_at":"1', 1))
+    assert ("altered", str(newest.relative_to(store))) in kinds(check(store))
 
 
 def test_manifest_removed_from_the_middle_of_the_chain(store: Path) -> None:
@@ -478,17 +481,24 @@ def test_progress_lines_when_not_a_terminal(tmp_path: Path, monkeypatch: pytest.
 
 
 @pytest.fixture(scope="module")
-def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, list[Path]]]:
-    folder = build_store(tmp_path_factory.mktemp("pristine") / "store", ManifestKey.from_secret(HMAC_SECRET))
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_size > 0)
-    yield folder, files
-    shutil.rmtree(folder, ignore_errors=True)
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[Path, ManifestKey | None]]:
+    """Two stores, one signed and one not: {store folder: the key verify is given}."""
+    base = tmp_path_factory.mktemp("pristine")
+    stores = {
+        build_store(base / "signed", ManifestKey.from_secret(HMAC_SECRET)): ManifestKey.from_secret(HMAC_SECRET),
+        build_store(base / "unsigned"): None,
+    }
+    yield stores
+    shutil.rmtree(base, ignore_errors=True)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_any_single_byte_change_anywhere_is_reported(pristine: tuple[Path, list[Path]], data: st.DataObject) -> None:
-    folder, files = pristine
+def test_any_single_byte_change_anywhere_is_reported(
+    pristine: dict[Path, ManifestKey | None], data: st.DataObject
+) -> None:
+    folder = data.draw(st.sampled_from(sorted(pristine)), label="store")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_size > 0)
     target = data.draw(st.sampled_from(files), label="file")
     original = target.read_bytes()
     offset = data.draw(st.integers(0, len(original) - 1), label="offset")
@@ -497,7 +507,7 @@ def test_any_single_byte_change_anywhere_is_reported(pristine: tuple[Path, list[
     changed[offset] = value
     target.write_bytes(bytes(changed))
     try:
-        report = check(folder, key=ManifestKey.from_secret(HMAC_SECRET))
+        report = check(folder, key=pristine[folder])
     finally:
         target.write_bytes(original)
     assert not report.clean, (target.relative_to(folder), offset, value)
@@ -510,3 +520,10 @@ def test_timestamps_order_the_rollback_check() -> None:
     record = build_record(RUN_IDS[0], run_input, validate_task_run_input(run_input), base_url="u", fetched_at=later)
     manifest = manifests.build_manifest([record], chain=CHAIN, sequence=1, previous=[], flow_run_id=None)
     assert manifest["started_at"] <= manifest["created_at"]
+
+
+def test_same_json_in_other_bytes_is_reported(store: Path) -> None:
+    """Bytes that parse to the same record (whitespace, escapes, exponent case) are still a change."""
+    path = store / latest_key(RUN_IDS[0])
+    path.write_text(json.dumps(json.loads(path.read_bytes()), indent=1, sort_keys=True))
+    assert kinds(check(store)) == {("altered", latest_key(RUN_IDS[0]))}
