@@ -57,6 +57,18 @@ async def generate(folder: Path, runs: int) -> None:
     await append_manifest(storage, pointers, chain="audit-run-inputs/bench", flow_run_id="bench")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM on Linux (``ru_maxrss`` would count the parent's memory, which Linux
+    carries over an exec), ``ru_maxrss`` elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def verify_in_this_process(folder: Path) -> dict[str, Any]:
     from parallel_tasks.verify import LocalStore, verify_store
 
@@ -74,7 +86,7 @@ def verify_in_this_process(folder: Path) -> dict[str, Any]:
         "cpu_seconds": round(cpu_seconds, 2),
         "records_per_cpu_s": round(records / cpu_seconds),
         "load_1m": os.getloadavg()[0],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
     }
 
 

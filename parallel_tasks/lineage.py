@@ -57,6 +57,7 @@ __all__ = [
     "store_record",
     "summarize",
     "summary_row",
+    "unsealed_json",
     "verify_record",
 ]
 
@@ -190,13 +191,18 @@ def build_failure_record(
     )
 
 
-def record_hash(fields: Mapping[str, Any]) -> str:
-    """The whole-record hash: sha256 of the canonical JSON of every field but ``record_sha256``.
+def unsealed_json(fields: Mapping[str, Any]) -> bytes:
+    """What the whole-record hash covers: the canonical JSON of every field but ``record_sha256``.
 
     It works on the parsed JSON, not the model, so it covers every field a record holds, including
     ones this version of the code does not know.
     """
-    return sha256_hex(canonical_json({k: v for k, v in fields.items() if k != "record_sha256"}))
+    return canonical_json({k: v for k, v in fields.items() if k != "record_sha256"})
+
+
+def record_hash(fields: Mapping[str, Any]) -> str:
+    """The whole-record hash: sha256 of :func:`unsealed_json`."""
+    return sha256_hex(unsealed_json(fields))
 
 
 def seal(record: RunInputRecord) -> RunInputRecord:

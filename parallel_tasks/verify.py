@@ -28,7 +28,14 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from parallel_tasks.lineage import RECORD_PREFIX, canonical_json, content_key, latest_key, record_hash, sha256_hex
+from parallel_tasks.lineage import (
+    RECORD_PREFIX,
+    canonical_json,
+    content_key,
+    latest_key,
+    sha256_hex,
+    unsealed_json,
+)
 from parallel_tasks.manifests import (
     HEAD_NAME,
     LOCK_NAME,
@@ -114,10 +121,11 @@ class LocalStore:
     """A folder on local disk."""
 
     def __init__(self, root: str | Path) -> None:
+        self.shown = str(root)
         self.root = str(Path(root).expanduser().absolute())  # joined as strings: pathlib costs more than a read
 
     def __str__(self) -> str:
-        return self.root
+        return self.shown
 
     def listdir(self, key: str) -> list[tuple[str, bool]]:
         try:
@@ -192,9 +200,7 @@ def _check_manifest(
     except (ValueError, KeyError, TypeError) as exc:
         report.add("altered", path, f"not a readable manifest ({type(exc).__name__}: {exc})")
         return None
-    chain, sequence, previous, root = fields
-    if canonical_json(manifest) != raw:
-        report.add("altered", path, "not in canonical JSON form")
+    chain, sequence, previous, root = fields  # (no canonical-form check: its name and link hash the raw bytes)
     if chain_folder(str(chain)) != f"{MANIFEST_PREFIX}/{chain_dir}":
         report.add("altered", path, f"it names chain {chain!r}, not the chain of its folder")
     if sequence != int(match.group(1)):
@@ -291,14 +297,27 @@ class _Content:
     record_sha256: str | None  # computed over the file's fields
 
 
+def _is_canonical(raw: bytes, body: bytes, fields: dict[str, Any]) -> bool:
+    """Whether ``raw`` is the canonical JSON of ``fields``, given ``body``, that of ``fields`` without
+    ``record_sha256``. Fast path: put the field back before the top-level ``record_version`` (the key after it;
+    if that gives ``raw``, ``raw`` is canonical); otherwise compare with a full canonical dump."""
+    position = body.rfind(b',"record_version":')
+    if position > 0:
+        field = b',"record_sha256":' + json.dumps(fields.get("record_sha256")).encode()
+        if body[:position] + field + body[position:] == raw:
+            return True
+    return canonical_json(fields) == raw
+
+
 def _check_sealed(raw: bytes, fields: dict[str, Any], path: str, report: Report) -> str:
     """The computed whole-record hash; a finding when it, or the file's form, is not what was sealed."""
-    computed = record_hash(fields)
+    body = unsealed_json(fields)
+    computed = sha256_hex(body)  # the record hash, with its bytes kept for the form check
     if fields.get("record_version") == 2:
         if computed != fields.get("record_sha256"):
             recorded = fields.get("record_sha256")
             report.add("altered", path, f"its whole-record hash is {computed}, it records {recorded}")
-        elif canonical_json(fields) != raw:
+        elif not _is_canonical(raw, body, fields):
             report.add("altered", path, "not in canonical JSON form")
     elif fields.get("record_version") != 1:
         report.add("altered", path, f"unknown record_version {fields.get('record_version')!r}")
@@ -328,7 +347,8 @@ def _check_content(store: Store, path: str, digest: str, report: Report) -> _Con
     body = fields.get("input")
     actual = sha256_hex(canonical_json(body)) if isinstance(body, dict) else None
     if actual != digest or fields.get("sha256") != digest:
-        report.add("altered", path, f"its input hashes to {actual} and it records {fields.get('sha256')}: not its name")
+        recorded = fields.get("sha256")
+        report.add("altered", path, f"its input hashes to {actual}, not {digest} (its name; it records {recorded})")
     run_id = fields.get("run_id")
     if not isinstance(run_id, str) or content_key(run_id, digest) != path or fields.get("record_key") != path:
         report.add("altered", path, f"its run_id {run_id!r} or record_key does not match where it is stored")
