@@ -527,3 +527,22 @@ def test_same_json_in_other_bytes_is_reported(store: Path) -> None:
     path = store / latest_key(RUN_IDS[0])
     path.write_text(json.dumps(json.loads(path.read_bytes()), indent=1, sort_keys=True))
     assert kinds(check(store)) == {("altered", latest_key(RUN_IDS[0]))}
+
+
+def test_refetch_reports_drift_against_the_recorded_hash(
+    store: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from parallel_tasks.emulator import Emulator, run_emulator_server
+
+    emulator = Emulator({run_id: dict(RUNS[run_id]) for run_id in RUN_IDS[1:]}, api_keys=["trail-key-0123456789"])
+    with run_emulator_server(emulator) as base_url:
+        monkeypatch.setenv("PARALLEL_API_KEY", "trail-key-0123456789")
+        monkeypatch.setenv("PARALLEL_BASE_URL", base_url)
+        emulator.store.add(RUN_IDS[0], dict(RUNS[RUN_IDS[0]]))
+        assert main(["--path", str(store), "--refetch", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["counts"]["refetched"] == len(RUN_IDS)
+        emulator.store.add(RUN_IDS[2], {**RUNS[RUN_IDS[2]], "processor": "ultra"})
+        assert main(["--path", str(store), "--refetch", "--json"]) == 1
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert [(f["kind"], f["path"]) for f in findings] == [("drift", latest_key(RUN_IDS[2]))]
+    assert "trail-key-0123456789" not in json.dumps(findings)
