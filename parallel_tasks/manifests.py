@@ -19,6 +19,7 @@ a Secret block holding an HMAC key, or an Ed25519 private key in PEM), each mani
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -229,8 +230,7 @@ def signed_message(manifest: dict[str, Any]) -> bytes:
 
 def manifest_entry(record: RunInputRecord) -> list[str | None]:
     """One run's entry: what its ``latest.json`` says and the hashes that pin it and its content record."""
-    return [record.run_id, record.status, record.sha256, record.record_key, record.record_sha256,
-            record.content_record_sha256]  # fmt: skip
+    return [getattr(record, name) for name in ENTRY_FIELDS]
 
 
 def chain_folder(chain: str) -> str:
@@ -318,17 +318,11 @@ async def _chain_lock(storage: Any, chain: str) -> AsyncIterator[None]:
                 if time.monotonic() > deadline:
                     message = f"the manifest chain {chain!r} stayed locked for {LOCK_TIMEOUT_S:.0f} s"
                     raise TimeoutError(message) from None
-                await _sleep(0.02)
+                await asyncio.sleep(0.02)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-async def _sleep(seconds: float) -> None:
-    import asyncio
-
-    await asyncio.sleep(seconds)
 
 
 async def _read_head(storage: Any, chain: str) -> dict[str, Any] | None:
@@ -438,6 +432,11 @@ def write_audit_manifest(
     with contextlib.suppress(Exception):  # outside a run there is no run logger; the event still went out
         get_run_logger().info(
             "Manifest %d of chain %r: %d runs, Merkle root %s, sha256 %s (%s)",
-            written.sequence, written.chain, written.count, written.merkle_root, written.sha256, written.key,
-        )  # fmt: skip
+            written.sequence,
+            written.chain,
+            written.count,
+            written.merkle_root,
+            written.sha256,
+            written.key,
+        )
     return written.sha256

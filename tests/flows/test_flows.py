@@ -324,3 +324,24 @@ def test_dask_task_runner_gives_the_same_records_as_the_default(
 
     default, dask = contents(folders["default"]), contents(folders["dask"])
     assert len(default) == 61 + 60 and default == dask
+
+
+def test_signed_manifests_from_a_secret_block(
+    credentials_block: str, storage: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.blocks.system import Secret
+
+    from parallel_tasks.manifests import SIGNING_BLOCK_ENV_VAR, ManifestKey
+    from parallel_tasks.verify import main as verify
+
+    slug, folder = storage
+    signing_key = "signing-key-5e1f0a2b3c4d5e6f"
+    Secret(value=signing_key).save("manifest-signing", overwrite=True)
+    monkeypatch.setenv(SIGNING_BLOCK_ENV_VAR, "manifest-signing")
+    fetch_run_input(GOOD, credentials_block=credentials_block, storage_block=slug)
+    fetch_run_input(BAD_METADATA, credentials_block=credentials_block, storage_block=slug)
+    assert verify_store(LocalStore(folder), key=ManifestKey.from_secret(signing_key)).clean
+    assert verify(["--path", str(folder), "--signing-key-block", "manifest-signing"]) == 0
+    wrong = verify_store(LocalStore(folder), key=ManifestKey.from_secret(signing_key + "-wrong"))
+    assert [f.kind for f in wrong.findings] == ["signature", "signature"]
+    assert not [p for p in folder.rglob("*.json") if signing_key in p.read_text()]
