@@ -546,3 +546,28 @@ def test_refetch_reports_drift_against_the_recorded_hash(
     findings = json.loads(capsys.readouterr().out)["findings"]
     assert [(f["kind"], f["path"]) for f in findings] == [("drift", latest_key(RUN_IDS[2]))]
     assert "trail-key-0123456789" not in json.dumps(findings)
+
+
+def test_remote_storage_through_fsspec() -> None:
+    """A RemoteFileSystem block (fsspec: s3://, gcs://, here memory://): written without a lock, verified."""
+    from prefect.filesystems import RemoteFileSystem
+
+    from parallel_tasks.verify import FsspecStore
+
+    storage = RemoteFileSystem(basepath="memory://trail-test")
+
+    async def two_audits() -> None:
+        for number in (1, 2):
+            stored = []
+            for run_id in RUN_IDS[:3]:
+                run_input = TaskRunInput.model_validate(RUNS[run_id])
+                record = build_record(run_id, run_input, validate_task_run_input(run_input), base_url="http://api")
+                stored.append(await store_record(storage, record))
+            await append_manifest(storage, stored, chain=CHAIN, flow_run_id=f"flow-{number}")
+
+    asyncio.run(two_audits())
+    remote = FsspecStore(storage.filesystem, storage.basepath)
+    report = verify_store(remote)
+    assert report.clean and report.counts["manifests"] == 2 and report.counts["runs"] == 3, report.findings
+    storage.filesystem.pipe_file(f"memory://trail-test/{latest_key(RUN_IDS[1])}", b"{}")
+    assert ("altered", latest_key(RUN_IDS[1])) in kinds(verify_store(remote))
