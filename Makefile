@@ -5,11 +5,11 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 VENV := .venv
 PY := $(VENV)/bin/python
 PRISM := tools/prism/node_modules/.bin/prism
-# Compile site-packages once at install: this machine sets PYTHONDONTWRITEBYTECODE, and without
-# .pyc files every process (each Prefect worker, server and test) pays seconds to import Prefect.
+# Compile site-packages once at install: where PYTHONDONTWRITEBYTECODE is set no .pyc files are written,
+# and every process (each Prefect worker, server and test) would pay seconds to import Prefect.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install test lint typecheck pytest demo bench test-scale deploy clean
+.PHONY: install test lint typecheck pytest test-versions demo bench test-scale deploy clean
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -33,12 +33,18 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 pytest: install $(PRISM)
-	$(PY) -m pytest --cov=parallel_tasks --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
+	UV="$(UV)" $(PY) -m pytest --cov=parallel_tasks --cov-report=term-missing:skip-covered $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
+# The library's unit and flow tests on the other declared Pythons (3.10, 3.12, 3.13), one .venv-3.X each, one
+# version after the other; `make test` runs the full suite on .venv's Python (3.11). VERSIONS="3.12" for one.
+VERSIONS ?= 3.10 3.12 3.13
+test-versions: $(PRISM) | $(UV)
+	UV=$(UV) .ci/test-versions $(VERSIONS)
+
 clean:
-	rm -rf $(VENV) .tools tools/prism/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .venv-3.* .tools tools/prism/node_modules .pytest_cache .mypy_cache .ruff_cache .coverage
 
 demo: install
 	$(PY) flows/demo.py
@@ -52,7 +58,7 @@ deploy: install
 test-scale: install
 	$(PY) -m pytest tests/scale -m scale -s -p no:cacheprovider --no-cov $(PYTEST_ARGS)
 
-# Benchmarks (issue 6), not part of `make test`: about 30 minutes on 2 busy cores; writes
+# Benchmarks, not part of `make test` (how long they take: README, "Benchmarks"); writes
 # benchmarks/results/latest.{md,png,json}. BENCH_ARGS="--quick" for a smoke run (N = 100 and 1,000 only).
 bench: | $(UV)
 	$(UV) sync --frozen --all-extras --group bench

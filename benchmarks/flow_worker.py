@@ -52,8 +52,8 @@ def main() -> None:
         sys.exit("PREFECT_API_URL must point to a running Prefect server")
 
     sys.path.insert(0, str(REPO))
-    from flows.audit_run_inputs import audit_run_inputs
     from parallel_tasks import ParallelCredentials
+    from parallel_tasks.flows import audit_run_inputs
     from parallel_tasks.lineage import latest_key
     from parallel_tasks.models import AuditSummary
 

@@ -114,8 +114,8 @@ def profile_flow(base_url: str, ids: list[str], concurrency: int, top: int) -> N
         os.environ.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home))
         os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(home / "storage")
         sys.path.insert(0, str(REPO))
-        from flows.audit_run_inputs import audit_run_inputs
         from parallel_tasks import ParallelCredentials
+        from parallel_tasks.flows import audit_run_inputs
         from parallel_tasks.tasks import audit_run_inputs_batch
 
         ParallelCredentials(api_key=API_KEY, base_url=base_url).save("bench-profile", overwrite=True)

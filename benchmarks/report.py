@@ -138,7 +138,7 @@ def table(rows: list[dict[str, Any]], only: set[tuple[float, int, int]] | None =
 
 @dataclass
 class Target:
-    """One target of issue 6: what is compared, the bound, the measured ratio."""
+    """One benchmark target: what is compared, the bound, the measured ratio."""
 
     name: str
     measured: float | None
@@ -162,7 +162,7 @@ class Target:
 
 
 def targets(rows: list[dict[str, Any]]) -> list[Target]:
-    """Issue 6's targets, checked against this run."""
+    """The benchmark targets, checked against this run."""
 
     def rps_ratio(client: str, reference: str, config: tuple[float, int, int]) -> float | None:
         mine, theirs = find(rows, client, config), find(rows, reference, config)
@@ -248,7 +248,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"- **Code**: {data.get('code', 'unknown')}; {versions}",
         f"- **Total bench time**: {total / 60:.1f} min" if total else "- **Total bench time**: —",
         "",
-        "## Targets (issue 6)",
+        "## Targets",
         "",
         *(target.line() for target in targets(data["rows"])),
         *verify_lines(data.get("verify")),

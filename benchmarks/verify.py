@@ -38,15 +38,16 @@ async def generate(folder: Path, runs: int) -> None:
     from prefect.filesystems import LocalFileSystem
 
     from parallel_tasks.emulator import generate_runs
-    from parallel_tasks.lineage import _dump, build_record, content_key, latest_key, seal
     from parallel_tasks.manifests import append_manifest
     from parallel_tasks.models import TaskRunInput
-    from parallel_tasks.validation import validate_task_run_input
+    from parallel_tasks.records import build_record, content_key, latest_key, seal
+    from parallel_tasks.storage import _dump
+    from parallel_tasks.validation import check_task_run_input
 
     pointers = []
     for run_id, body in generate_runs(runs, seed=7).items():
         run_input = TaskRunInput.model_validate(body)
-        record = build_record(run_id, run_input, validate_task_run_input(run_input), base_url="http://bench")
+        record = build_record(run_id, run_input, check_task_run_input(run_input), base_url="http://bench")
         content = seal(record)
         pointer = seal(record.model_copy(update={"input": None, "content_record_sha256": content.record_sha256}))
         (folder / latest_key(run_id)).parent.mkdir(parents=True)

@@ -13,18 +13,15 @@ use deployments/prefect.yaml and a worker.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the flows/ package, when run as `python deployments/serve.py`
+from parallel_tasks.flows import audit_run_inputs, fetch_run_input
 
-from flows.audit_run_inputs import audit_run_inputs  # noqa: E402
-from flows.fetch_run_input import fetch_run_input  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 CREDENTIALS_BLOCK = "parallel"  # the block's name; the key never becomes a parameter
 RUN_IDS_FILE = REPO / "deployments" / "run_ids.txt"

@@ -1,1 +1,1 @@
-"""Example flows: fetch one run input, or audit many. Deployments point at these files."""
+"""Command lines of the two flows, which live in ``parallel_tasks.flows``; deployments point at these files."""

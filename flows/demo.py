@@ -8,16 +8,13 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-# Starting Prefect's ephemeral server takes a while on a small machine: give it time.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.setdefault("PREFECT_LOGGING_LOGGERS_HTTPX_LEVEL", "WARNING")  # one line per request is noise here
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, audit_run_inputs
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import ParallelCredentials
+from parallel_tasks._prefect_server import local_server_defaults, ui_address
 from parallel_tasks.emulator import Emulator, demo_runs, run_emulator_server
-from parallel_tasks.lineage import artifact_key
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
+from parallel_tasks.publishing import artifact_key
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_BLOCK = "parallel-demo"
@@ -37,7 +34,7 @@ def main() -> int:
     runs = demo_runs()
     run_ids = list(runs)
     emulator = Emulator(runs, api_keys=[DEMO_KEY])
-    with run_emulator_server(emulator) as base_url:
+    with local_server_defaults(), run_emulator_server(emulator) as base_url:
         print(f"Local Parallel API emulator serving {len(runs)} demo runs at {base_url}")
         ParallelCredentials(api_key=DEMO_KEY, base_url=base_url).save(DEMO_BLOCK, overwrite=True)
         print(f"Saved ParallelCredentials block {DEMO_BLOCK!r} (the flows get its name, never the key)\n")
@@ -71,7 +68,12 @@ def main() -> int:
     print("\nLook at them:")
     print("  .venv/bin/prefect artifact ls")
     print(f"  .venv/bin/prefect artifact inspect {SUMMARY_ARTIFACT_KEY}")
-    print("  .venv/bin/prefect server start   # then open http://127.0.0.1:4200 (Runs, Artifacts, Assets)")
+    ui = ui_address()
+    if get_current_settings().api.url is None:  # the demo's own server has stopped; this one reads the same database
+        print(f"  .venv/bin/prefect server start   # serves the UI at {ui}, then open:")
+    print(f"  {ui}/runs       the flow runs, each with its logs and Artifacts tab")
+    print(f"  {ui}/artifacts  every artifact (the audit summary: {SUMMARY_ARTIFACT_KEY})")
+    print(f"  {ui}/events     the Event Feed: the asset materializations and input events")
     return 0
 
 

@@ -1,133 +1,199 @@
 """Prefect 3 tasks and flows for the Parallel Task API: typed run inputs, validation and lineage records.
 
-The public API is what this module exports. Example:
+The public API is what this module exports (``__all__``). Example:
 
     >>> from parallel_tasks import ParallelCredentials, TaskRunInput
     >>> TaskRunInput.model_validate({"processor": "base", "input": "What is the GDP of France?"}).processor
     'base'
+
+The flows are in :mod:`parallel_tasks.flows` (``from parallel_tasks.flows import audit_run_inputs``).
 """
 
 from typing import TYPE_CHECKING, Any
 
-from parallel_tasks._version import __version__
+from parallel_tasks._version import __version__ as __version__
 
+# The public names, by the module that holds them: the one table. Exports load on first use, so importing
+# the package (say, for the emulator or the HTTP client) does not pay for importing Prefect until a
+# Prefect-backed name is asked for.
+_EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
+    "parallel_tasks.client": (
+        "DEFAULT_BASE_URL",
+        "AsyncParallelClient",
+        "ParallelClient",
+    ),
+    "parallel_tasks.credentials": (
+        "ParallelCredentials",
+        "aresolve_credentials",
+        "resolve_credentials",
+    ),
+    "parallel_tasks.errors": (
+        "APIConnectionError",
+        "APIError",
+        "APIStatusError",
+        "APITimeoutError",
+        "AuthenticationError",
+        "BadRequestError",
+        "ConflictError",
+        "InternalServerError",
+        "InvalidRunIdError",
+        "InvalidRunInputError",
+        "MissingCredentialsError",
+        "NotFoundError",
+        "ParallelError",
+        "PaymentRequiredError",
+        "PermissionDeniedError",
+        "RateLimitError",
+        "RequestTimeoutError",
+        "ResponseTooLargeError",
+        "ResponseValidationError",
+        "UnprocessableEntityError",
+    ),
+    "parallel_tasks.manifests": (
+        "ManifestKey",
+        "write_audit_manifest",
+    ),
+    "parallel_tasks.models": (
+        "AuditSummary",
+        "AutoSchema",
+        "ErrorDetail",
+        "ErrorResponse",
+        "FetchResult",
+        "JsonSchema",
+        "McpServer",
+        "RunInputRecord",
+        "SourcePolicy",
+        "TaskAdvancedSettings",
+        "TaskDataSources",
+        "TaskRunInput",
+        "TaskSpec",
+        "TextSchema",
+        "ValidationReport",
+        "Violation",
+        "Webhook",
+        "normalize_schema",
+    ),
+    "parallel_tasks.retry": ("RetryPolicy",),
+    "parallel_tasks.settings": (
+        "ParallelSettings",
+        "get_settings",
+    ),
+    "parallel_tasks.tasks": (
+        "arecord_task_run_input_lineage",
+        "aretrieve_task_run_input",
+        "audit_run_inputs_batch",
+        "materialize_run_input_assets",
+        "record_task_run_input_failure",
+        "record_task_run_input_lineage",
+        "retrieve_task_run_input",
+        "retry_if_retryable",
+        "run_input_cache_key",
+        "validate_task_run_input",
+    ),
+    "parallel_tasks.validation": ("check_task_run_input",),
+    "parallel_tasks.verify": (
+        "Finding",
+        "FsspecStore",
+        "LocalStore",
+        "Report",
+        "prove",
+        "verify_store",
+    ),
+}
+_EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+# For type checkers and IDEs (``X as X`` marks a re-export); a test checks that these match the table.
+# isort: off
 if TYPE_CHECKING:
-    from parallel_tasks.client import DEFAULT_BASE_URL, AsyncParallelClient, FetchResult, ParallelClient
-    from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
+    from parallel_tasks.client import (
+        DEFAULT_BASE_URL as DEFAULT_BASE_URL,
+        AsyncParallelClient as AsyncParallelClient,
+        ParallelClient as ParallelClient,
+    )
+    from parallel_tasks.credentials import (
+        ParallelCredentials as ParallelCredentials,
+        aresolve_credentials as aresolve_credentials,
+        resolve_credentials as resolve_credentials,
+    )
     from parallel_tasks.errors import (
-        APIConnectionError,
-        APIError,
-        APIStatusError,
-        APITimeoutError,
-        AuthenticationError,
-        BadRequestError,
-        ConflictError,
-        InternalServerError,
-        InvalidRunIdError,
-        InvalidRunInputError,
-        MissingCredentialsError,
-        NotFoundError,
-        ParallelError,
-        PaymentRequiredError,
-        PermissionDeniedError,
-        RateLimitError,
-        RequestTimeoutError,
-        ResponseTooLargeError,
-        ResponseValidationError,
-        UnprocessableEntityError,
+        APIConnectionError as APIConnectionError,
+        APIError as APIError,
+        APIStatusError as APIStatusError,
+        APITimeoutError as APITimeoutError,
+        AuthenticationError as AuthenticationError,
+        BadRequestError as BadRequestError,
+        ConflictError as ConflictError,
+        InternalServerError as InternalServerError,
+        InvalidRunIdError as InvalidRunIdError,
+        InvalidRunInputError as InvalidRunInputError,
+        MissingCredentialsError as MissingCredentialsError,
+        NotFoundError as NotFoundError,
+        ParallelError as ParallelError,
+        PaymentRequiredError as PaymentRequiredError,
+        PermissionDeniedError as PermissionDeniedError,
+        RateLimitError as RateLimitError,
+        RequestTimeoutError as RequestTimeoutError,
+        ResponseTooLargeError as ResponseTooLargeError,
+        ResponseValidationError as ResponseValidationError,
+        UnprocessableEntityError as UnprocessableEntityError,
+    )
+    from parallel_tasks.manifests import (
+        ManifestKey as ManifestKey,
+        write_audit_manifest as write_audit_manifest,
     )
     from parallel_tasks.models import (
-        AuditSummary,
-        AutoSchema,
-        Error,
-        ErrorResponse,
-        JsonSchema,
-        McpServer,
-        RunInputRecord,
-        SourcePolicy,
-        TaskAdvancedSettings,
-        TaskDataSources,
-        TaskRunInput,
-        TaskSpec,
-        TextSchema,
-        ValidationReport,
-        Violation,
-        Webhook,
-        normalize_schema,
+        AuditSummary as AuditSummary,
+        AutoSchema as AutoSchema,
+        ErrorDetail as ErrorDetail,
+        ErrorResponse as ErrorResponse,
+        FetchResult as FetchResult,
+        JsonSchema as JsonSchema,
+        McpServer as McpServer,
+        RunInputRecord as RunInputRecord,
+        SourcePolicy as SourcePolicy,
+        TaskAdvancedSettings as TaskAdvancedSettings,
+        TaskDataSources as TaskDataSources,
+        TaskRunInput as TaskRunInput,
+        TaskSpec as TaskSpec,
+        TextSchema as TextSchema,
+        ValidationReport as ValidationReport,
+        Violation as Violation,
+        Webhook as Webhook,
+        normalize_schema as normalize_schema,
     )
-    from parallel_tasks.retry import RetryPolicy
+    from parallel_tasks.retry import (
+        RetryPolicy as RetryPolicy,
+    )
+    from parallel_tasks.settings import (
+        ParallelSettings as ParallelSettings,
+        get_settings as get_settings,
+    )
     from parallel_tasks.tasks import (
-        arecord_task_run_input_lineage,
-        aretrieve_task_run_input,
-        audit_run_inputs_batch,
-        materialize_run_input_assets,
-        record_task_run_input_failure,
-        record_task_run_input_lineage,
-        retrieve_task_run_input,
-        retry_if_retryable,
-        run_input_cache_key,
-        validate_task_run_input,
+        arecord_task_run_input_lineage as arecord_task_run_input_lineage,
+        aretrieve_task_run_input as aretrieve_task_run_input,
+        audit_run_inputs_batch as audit_run_inputs_batch,
+        materialize_run_input_assets as materialize_run_input_assets,
+        record_task_run_input_failure as record_task_run_input_failure,
+        record_task_run_input_lineage as record_task_run_input_lineage,
+        retrieve_task_run_input as retrieve_task_run_input,
+        retry_if_retryable as retry_if_retryable,
+        run_input_cache_key as run_input_cache_key,
+        validate_task_run_input as validate_task_run_input,
     )
-
-# Exports load on first use: importing the package (say, for the emulator or the HTTP client)
-# does not pay for importing Prefect until a Prefect-backed name is asked for.
-_EXPORTS = {
-    "DEFAULT_BASE_URL": "parallel_tasks.client",
-    "AsyncParallelClient": "parallel_tasks.client",
-    "FetchResult": "parallel_tasks.client",
-    "ParallelClient": "parallel_tasks.client",
-    "ParallelCredentials": "parallel_tasks.credentials",
-    "aresolve_credentials": "parallel_tasks.credentials",
-    "resolve_credentials": "parallel_tasks.credentials",
-    "APIConnectionError": "parallel_tasks.errors",
-    "APIError": "parallel_tasks.errors",
-    "APIStatusError": "parallel_tasks.errors",
-    "APITimeoutError": "parallel_tasks.errors",
-    "AuthenticationError": "parallel_tasks.errors",
-    "BadRequestError": "parallel_tasks.errors",
-    "ConflictError": "parallel_tasks.errors",
-    "InternalServerError": "parallel_tasks.errors",
-    "InvalidRunIdError": "parallel_tasks.errors",
-    "InvalidRunInputError": "parallel_tasks.errors",
-    "MissingCredentialsError": "parallel_tasks.errors",
-    "NotFoundError": "parallel_tasks.errors",
-    "ParallelError": "parallel_tasks.errors",
-    "PaymentRequiredError": "parallel_tasks.errors",
-    "PermissionDeniedError": "parallel_tasks.errors",
-    "RateLimitError": "parallel_tasks.errors",
-    "RequestTimeoutError": "parallel_tasks.errors",
-    "ResponseTooLargeError": "parallel_tasks.errors",
-    "ResponseValidationError": "parallel_tasks.errors",
-    "UnprocessableEntityError": "parallel_tasks.errors",
-    "AutoSchema": "parallel_tasks.models",
-    "Error": "parallel_tasks.models",
-    "ErrorResponse": "parallel_tasks.models",
-    "JsonSchema": "parallel_tasks.models",
-    "McpServer": "parallel_tasks.models",
-    "SourcePolicy": "parallel_tasks.models",
-    "TaskAdvancedSettings": "parallel_tasks.models",
-    "TaskDataSources": "parallel_tasks.models",
-    "TaskRunInput": "parallel_tasks.models",
-    "TaskSpec": "parallel_tasks.models",
-    "TextSchema": "parallel_tasks.models",
-    "Webhook": "parallel_tasks.models",
-    "normalize_schema": "parallel_tasks.models",
-    "RetryPolicy": "parallel_tasks.retry",
-    "AuditSummary": "parallel_tasks.models",
-    "RunInputRecord": "parallel_tasks.models",
-    "ValidationReport": "parallel_tasks.models",
-    "Violation": "parallel_tasks.models",
-    "aretrieve_task_run_input": "parallel_tasks.tasks",
-    "arecord_task_run_input_lineage": "parallel_tasks.tasks",
-    "audit_run_inputs_batch": "parallel_tasks.tasks",
-    "materialize_run_input_assets": "parallel_tasks.tasks",
-    "record_task_run_input_failure": "parallel_tasks.tasks",
-    "record_task_run_input_lineage": "parallel_tasks.tasks",
-    "retrieve_task_run_input": "parallel_tasks.tasks",
-    "retry_if_retryable": "parallel_tasks.tasks",
-    "run_input_cache_key": "parallel_tasks.tasks",
-    "validate_task_run_input": "parallel_tasks.tasks",
-}
+    from parallel_tasks.validation import (
+        check_task_run_input as check_task_run_input,
+    )
+    from parallel_tasks.verify import (
+        Finding as Finding,
+        FsspecStore as FsspecStore,
+        LocalStore as LocalStore,
+        Report as Report,
+        prove as prove,
+        verify_store as verify_store,
+    )
+# isort: on
 
 
 def __getattr__(name: str) -> Any:
@@ -143,63 +209,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(__all__)
-
-
-__all__ = [
-    "DEFAULT_BASE_URL",
-    "APIConnectionError",
-    "APIError",
-    "APIStatusError",
-    "APITimeoutError",
-    "AsyncParallelClient",
-    "AuditSummary",
-    "AuthenticationError",
-    "AutoSchema",
-    "BadRequestError",
-    "ConflictError",
-    "Error",
-    "ErrorResponse",
-    "FetchResult",
-    "InternalServerError",
-    "InvalidRunIdError",
-    "InvalidRunInputError",
-    "JsonSchema",
-    "McpServer",
-    "MissingCredentialsError",
-    "NotFoundError",
-    "ParallelClient",
-    "ParallelCredentials",
-    "ParallelError",
-    "PaymentRequiredError",
-    "PermissionDeniedError",
-    "RateLimitError",
-    "RequestTimeoutError",
-    "ResponseTooLargeError",
-    "ResponseValidationError",
-    "RetryPolicy",
-    "RunInputRecord",
-    "SourcePolicy",
-    "TaskAdvancedSettings",
-    "TaskDataSources",
-    "TaskRunInput",
-    "TaskSpec",
-    "TextSchema",
-    "UnprocessableEntityError",
-    "ValidationReport",
-    "Violation",
-    "Webhook",
-    "__version__",
-    "arecord_task_run_input_lineage",
-    "aresolve_credentials",
-    "aretrieve_task_run_input",
-    "audit_run_inputs_batch",
-    "materialize_run_input_assets",
-    "normalize_schema",
-    "record_task_run_input_failure",
-    "record_task_run_input_lineage",
-    "resolve_credentials",
-    "retrieve_task_run_input",
-    "retry_if_retryable",
-    "run_input_cache_key",
-    "validate_task_run_input",
-]

@@ -1,4 +1,4 @@
-"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.setup`) and
+"""The package's command line: ``python -m parallel_tasks setup`` (see :mod:`parallel_tasks.server_setup`) and
 ``python -m parallel_tasks verify`` (see :mod:`parallel_tasks.verify`)."""
 
 import sys
@@ -11,7 +11,7 @@ def main(argv: list[str] | None = None) -> int:
         from parallel_tasks.verify import main as verify
 
         return verify(args[1:])
-    from parallel_tasks.setup import main as setup
+    from parallel_tasks.server_setup import main as setup
 
     return setup(args)
 

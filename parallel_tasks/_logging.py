@@ -16,7 +16,7 @@ from typing import Any, cast
 
 import structlog
 
-from parallel_tasks.redaction import RedactSecrets
+from parallel_tasks.redaction import RedactSecrets, guard_library_logs
 
 __all__ = ["LOGGER_NAME", "debug_enabled", "get_logger"]
 
@@ -95,7 +95,11 @@ def get_logger(secrets: Iterable[str | None] = (), **context: Any) -> Any:
     Args:
         secrets: Values to mask wherever they appear (the API key in use).
         **context: Keys bound to every event (for example ``run_id``).
+
+    The secrets are also masked from then on in httpx's and httpcore's own log records (a server may
+    echo the key in a response header or a redirect's Location).
     """
+    guard_library_logs(secrets)
     processors: list[Any] = [
         _route,
         structlog.processors.format_exc_info,

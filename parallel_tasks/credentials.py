@@ -7,27 +7,25 @@ the key never becomes a flow or task parameter and never reaches a log line.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any, cast
 
 from prefect.blocks.core import Block
 from prefect.blocks.system import Secret
 from pydantic import Field, HttpUrl, SecretStr, field_validator
 
-from parallel_tasks.client import (
+from parallel_tasks.client import AsyncParallelClient, ParallelClient, validate_base_url
+from parallel_tasks.errors import MissingCredentialsError
+from parallel_tasks.settings import (
+    API_KEY_ENV_VAR,
+    BASE_URL_ENV_VAR,
     DEFAULT_BASE_URL,
     DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
-    AsyncParallelClient,
-    ParallelClient,
-    validate_base_url,
+    get_settings,
 )
-from parallel_tasks.errors import MissingCredentialsError
 
 __all__ = ["API_KEY_ENV_VAR", "BASE_URL_ENV_VAR", "ParallelCredentials", "aresolve_credentials", "resolve_credentials"]
-
-API_KEY_ENV_VAR = "PARALLEL_API_KEY"
-BASE_URL_ENV_VAR = "PARALLEL_BASE_URL"
 
 
 class ParallelCredentials(Block):
@@ -67,7 +65,7 @@ class ParallelCredentials(Block):
         default=DEFAULT_CONNECT_TIMEOUT, gt=0, description="Seconds to wait for a connection."
     )
     max_retries: int = Field(
-        default=3, ge=0, le=10, description="Extra attempts the client makes for retryable failures."
+        default=DEFAULT_MAX_RETRIES, ge=0, le=10, description="Extra attempts the client makes for retryable failures."
     )
 
     @field_validator("base_url")
@@ -83,6 +81,11 @@ class ParallelCredentials(Block):
             "max_retries": self.max_retries,
         }
         return {"api_key": _reveal(self.api_key), **options, **overrides}
+
+    def secrets_in_use(self) -> tuple[str, ...]:
+        """The secrets these credentials bring, for redaction to mask wherever they appear: the API key
+        (a webhook or signing secret kept here would join it)."""
+        return (_reveal(self.api_key),)
 
     def get_client(self, **overrides: Any) -> ParallelClient:
         """A synchronous client configured from this block (keyword arguments override it)."""
@@ -113,11 +116,15 @@ def _from_secret(secret: Secret[Any], base_url: str | None) -> ParallelCredentia
 
 
 def _from_environment(base_url: str | None) -> ParallelCredentials:
-    key = os.environ.get(API_KEY_ENV_VAR, "").strip()
-    if not key:
+    settings = get_settings()
+    if settings.api_key is None:
         raise MissingCredentialsError(f"No Parallel API key was given: {_HOW}.")
     return ParallelCredentials(
-        api_key=SecretStr(key), base_url=base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        api_key=settings.api_key,
+        base_url=base_url or settings.base_url,
+        timeout=settings.read_timeout,
+        connect_timeout=settings.connect_timeout,
+        max_retries=settings.max_retries,
     )
 
 

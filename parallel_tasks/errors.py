@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from parallel_tasks.retry import Failure, is_retryable
+
 if TYPE_CHECKING:
     from parallel_tasks.models import ValidationReport
 
@@ -64,14 +66,23 @@ class InvalidRunInputError(ParallelError):
 
 
 class APIError(ParallelError):
-    """A request to the Parallel API failed. ``run_id`` names the run it was for."""
+    """A request to the Parallel API failed. ``run_id`` names the run it was for.
 
-    retryable: bool = False
+    ``retryable`` says whether the retry policy treats it as worth retrying; :func:`parallel_tasks.retry.is_retryable`
+    decides, from the status or, without one, from ``failure`` (what went wrong).
+    """
+
+    failure: Failure | None = None
 
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.run_id = run_id
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the retry policy treats this error as worth retrying."""
+        return is_retryable(failure=self.failure)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.__dict__.copy()))
@@ -88,23 +99,40 @@ def _rebuild(cls: type[APIError], state: dict[str, Any]) -> APIError:
 class APIConnectionError(APIError):
     """The request did not get a response: connection refused, reset, or broken mid-body."""
 
-    retryable = True
+    failure: Failure | None = "connection"
 
 
 class APITimeoutError(APIConnectionError):
     """The request timed out (connect, read, or the overall deadline)."""
 
+    failure: Failure | None = "timeout"
+
 
 class ResponseValidationError(APIError):
-    """A 2xx response whose body is not JSON or does not match the TaskRunInput schema."""
+    """A 2xx response whose body is not JSON or does not match the TaskRunInput schema.
 
-    def __init__(self, message: str, *, run_id: str | None = None, status_code: int | None = None) -> None:
+    ``failure`` is ``"unreadable_body"`` for a body that is not JSON at all (most often a broken transfer
+    or a proxy's page, so worth retrying), ``"invalid_body"`` for JSON that is not a run input.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        run_id: str | None = None,
+        status_code: int | None = None,
+        failure: Failure | None = "invalid_body",
+    ) -> None:
         super().__init__(message, run_id=run_id)
         self.status_code = status_code
+        self.failure = failure
 
 
 class ResponseTooLargeError(ResponseValidationError):
     """The response body was larger than the configured cap; it was not read in full."""
+
+    def __init__(self, message: str, *, run_id: str | None = None, status_code: int | None = None) -> None:
+        super().__init__(message, run_id=run_id, status_code=status_code, failure="too_large")
 
 
 class APIStatusError(APIError):
@@ -116,7 +144,7 @@ class APIStatusError(APIError):
         message: The API's human-readable message (or a description of a non-JSON body).
         detail: The API's optional detail object.
         run_id: The run the request was for.
-        retryable: Whether the retry policy treats this status as worth retrying.
+        retryable: Whether the retry policy treats this status as worth retrying (``retry.is_retryable``).
         response_headers: The response's headers, lower-cased (Retry-After, x-should-retry).
     """
 
@@ -141,6 +169,11 @@ class APIStatusError(APIError):
             self.reason = reason
         super().__init__(message, run_id=run_id)
         self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the retry policy treats this status as worth retrying."""
+        return is_retryable(self.status_code)
 
     def __str__(self) -> str:
         target = f" for run {self.run_id!r}" if self.run_id is not None else ""
@@ -185,14 +218,12 @@ class RequestTimeoutError(APIStatusError):
     """408: the server timed out waiting for the request."""
 
     reason = "Request Timeout"
-    retryable = True
 
 
 class ConflictError(APIStatusError):
     """409: the resource is busy; worth retrying."""
 
     reason = "Conflict"
-    retryable = True
 
 
 class UnprocessableEntityError(APIStatusError):
@@ -205,7 +236,6 @@ class RateLimitError(APIStatusError):
     """429: too many requests. ``retry_after`` is the wait in seconds the server asked for, if any."""
 
     reason = "Too Many Requests"
-    retryable = True
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -216,7 +246,6 @@ class InternalServerError(APIStatusError):
     """5xx: the server failed; worth retrying."""
 
     reason = "Server Error"
-    retryable = True
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -32,8 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from parallel_tasks.lineage import RECORD_PREFIX, _local_folder, _path_segment, _read, _write, canonical_json
 from parallel_tasks.models import RunInputRecord
+from parallel_tasks.records import RECORD_PREFIX, _path_segment, canonical_json
+from parallel_tasks.settings import SIGNING_BLOCK_ENV_VAR, get_settings
+from parallel_tasks.storage import _local_folder, _read, _write
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -61,7 +62,6 @@ __all__ = [
 MANIFEST_PREFIX = f"{RECORD_PREFIX}/_manifests"
 MANIFEST_VERSION = 1
 ENTRY_FIELDS = ("run_id", "status", "sha256", "record_key", "record_sha256", "content_record_sha256")
-SIGNING_BLOCK_ENV_VAR = "PARALLEL_MANIFEST_SIGNING_BLOCK"
 HEAD_NAME = "head.json"
 LOCK_NAME = ".lock"
 LOCK_TIMEOUT_S = 120.0
@@ -257,8 +257,9 @@ def build_manifest(
     created_at: datetime | None = None,
     key: ManifestKey | None = None,
 ) -> dict[str, Any]:
-    """The manifest of an audit's records (one entry per run id: the last record given wins)."""
-    by_run = {record.run_id: record for record in records}
+    """The manifest of an audit's records (one entry per run id: the last record given wins); a run whose
+    record could not be written (``not_stored``) is not in the store, so not in its manifest."""
+    by_run = {record.run_id: record for record in records if record.status != "not_stored"}
     ordered = [by_run[run_id] for run_id in sorted(by_run)]
     entries = [manifest_entry(record) for record in ordered]
     created = created_at or datetime.now(timezone.utc)
@@ -381,7 +382,7 @@ def _chain_and_flow_run() -> tuple[str, str | None]:
 
 
 async def _signing_key() -> ManifestKey | None:
-    name = os.environ.get(SIGNING_BLOCK_ENV_VAR, "").strip()
+    name = get_settings().manifest_signing_block
     if not name:
         return None
     from parallel_tasks.credentials import aload_signing_secret
@@ -394,7 +395,7 @@ async def _write_and_publish(
 ) -> WrittenManifest:
     from prefect.events import emit_event
 
-    from parallel_tasks.lineage import resolve_storage
+    from parallel_tasks.storage import resolve_storage
 
     chain, flow_run_id = _chain_and_flow_run()
     written = await append_manifest(

@@ -8,16 +8,21 @@ secrets by nature (MCP server headers) are ``SecretStr`` so they never show in a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag
+
+if TYPE_CHECKING:
+    from parallel_tasks.errors import ParallelError
 
 __all__ = [
     "AuditSummary",
     "AutoSchema",
-    "Error",
+    "ErrorDetail",
     "ErrorResponse",
+    "FetchResult",
     "InputSchema",
     "JsonSchema",
     "McpServer",
@@ -191,8 +196,8 @@ class TaskRunInput(_ApiModel):
     webhook: Webhook | None = None
 
 
-class Error(_ApiModel):
-    """An error message from the API."""
+class ErrorDetail(_ApiModel):
+    """The ``error`` object of the API's error responses (the spec's ``Error`` schema; not an exception)."""
 
     ref_id: str
     message: str
@@ -203,8 +208,11 @@ class ErrorResponse(_ApiModel):
     """Response object used for non-200 status codes."""
 
     type: Literal["error"] = "error"
-    error: Error
+    error: ErrorDetail
 
+
+Error = ErrorDetail
+"""The spec's name for :class:`ErrorDetail`, kept for existing imports; the package exports ``ErrorDetail``."""
 
 # --- This package's own result types -------------------------------------------------------------
 
@@ -262,8 +270,9 @@ class ValidationReport(BaseModel):
         return "valid_with_warnings" if self.violations else "valid"
 
 
-RecordStatus = Literal["ok", "invalid", "not_found", "unauthorized", "failed"]
-"""The outcome of auditing one run: fetched and valid, fetched but invalid, or why it was not fetched."""
+RecordStatus = Literal["ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"]
+"""The outcome of auditing one run: fetched and valid, fetched but invalid, why it was not fetched, or
+fetched but its record could not be written (``not_stored``, never found in a store)."""
 
 
 class RunInputRecord(BaseModel):
@@ -276,7 +285,7 @@ class RunInputRecord(BaseModel):
 
     Attributes:
         run_id: The Parallel task run id.
-        status: ``ok``, ``invalid``, ``not_found``, ``unauthorized`` or ``failed``.
+        status: ``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed`` or ``not_stored``.
         sha256: Hash of the redacted input (``None`` when the input was not fetched).
         previous_sha256: The hash recorded for this run before, if any.
         drift: True when the input changed since it was last recorded.
@@ -288,7 +297,9 @@ class RunInputRecord(BaseModel):
         processor: The run's processor.
         verdict: ``valid``, ``valid_with_warnings`` or ``invalid``.
         violations: Every validation finding.
-        error: Why the input could not be fetched.
+        error: Why the input could not be fetched (secrets masked).
+        redacted_paths: The JSON paths of ``input`` whose values were masked, sorted (records made
+            before this field existed have none and still verify).
         input: The run input with secrets redacted (only in content records).
         record_sha256: Hash of the canonical JSON of this whole record without this field (version 2).
         content_record_sha256: In a ``latest.json`` pointer, the ``record_sha256`` of the content record
@@ -313,6 +324,7 @@ class RunInputRecord(BaseModel):
     verdict: Literal["valid", "valid_with_warnings", "invalid"] | None = None
     violations: tuple[Violation, ...] = ()
     error: str | None = None
+    redacted_paths: tuple[str, ...] = ()
     input: dict[str, Any] | None = None
     record_sha256: str | None = None
     content_record_sha256: str | None = None
@@ -323,7 +335,7 @@ class AuditSummary(BaseModel):
 
     Attributes:
         total: Distinct run ids audited.
-        counts: Runs per status (``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed``).
+        counts: Runs per status (``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed``, ``not_stored``).
         drifted: Runs whose input changed since it was last recorded.
         duplicates: Run ids given more than once (audited once).
         rows: One summary row per run (run id, status, violations, sha256, ...), sorted by run id.
@@ -339,8 +351,13 @@ class AuditSummary(BaseModel):
 
     @property
     def not_fetched(self) -> int:
-        """Runs whose input could not be fetched (or recorded)."""
+        """Runs whose input could not be fetched (or whose record could not be built)."""
         return sum(self.counts.get(s, 0) for s in ("not_found", "unauthorized", "failed"))
+
+    @property
+    def not_stored(self) -> int:
+        """Runs whose input was fetched but whose record could not be written."""
+        return self.counts.get("not_stored", 0)
 
     def describe(self) -> str:
         """One line for logs and state messages, e.g. ``200 runs: 180 ok, 12 invalid, 8 not_found``."""
@@ -348,3 +365,35 @@ class AuditSummary(BaseModel):
         extra = f"; {self.drifted} changed since last recorded" if self.drifted else ""
         manifest = f"; manifest sha256 {self.manifest_sha256}" if self.manifest_sha256 else ""
         return f"{self.total} runs: {parts or 'none'}{extra}{manifest}"
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """The outcome of fetching one run's input: either ``run_input`` or ``error`` is set.
+
+    Attributes:
+        run_id: The run id as given.
+        run_input: The parsed input on success.
+        error: The final error (after retries) on failure.
+        attempts: Requests made, retries included.
+        elapsed_ms: Wall time of the whole fetch, waits included.
+    """
+
+    run_id: str
+    run_input: TaskRunInput | None = None
+    error: ParallelError | None = None
+    attempts: int = 0
+    elapsed_ms: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the input was fetched."""
+        return self.run_input is not None
+
+    def unwrap(self) -> TaskRunInput:
+        """The input, or the error raised."""
+        if self.run_input is None:
+            from parallel_tasks.errors import ParallelError
+
+            raise self.error or ParallelError(f"no input fetched for run {self.run_id!r}")
+        return self.run_input

@@ -12,23 +12,57 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Literal
+
+from parallel_tasks.settings import DEFAULT_MAX_RETRIES
 
 __all__ = [
+    "FAILURE_RETRYABLE",
     "FINAL_STATUSES",
     "RETRYABLE_STATUSES",
+    "STATUS_RETRYABLE",
+    "Failure",
     "RetryDecision",
     "RetryPolicy",
     "backoff_delay",
-    "is_retryable_status",
+    "is_retryable",
     "parse_retry_after",
     "plan_retry",
 ]
 
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
-"""Client-error statuses worth retrying; every 5xx is retryable too."""
+Failure = Literal["connection", "timeout", "unreadable_body", "invalid_body", "too_large"]
+"""What went wrong when there is no error status: no connection or a broken one, a timeout, a 2xx body that is
+not JSON at all (a broken transfer, a proxy's page), one that is JSON but not a run input, one over the size cap."""
 
-FINAL_STATUSES = frozenset({400, 401, 402, 403, 404, 422})
-"""Statuses that never change on a retry; ``x-should-retry: true`` cannot override them."""
+STATUS_RETRYABLE: Mapping[int, bool] = MappingProxyType(
+    {400: False, 401: False, 402: False, 403: False, 404: False, 422: False, 408: True, 409: True, 429: True}
+)
+"""The one retryability table for statuses. True: worth retrying. False: final, the same on every retry, so
+``x-should-retry: true`` cannot override it. Every other 5xx is worth retrying; any other status is not,
+unless the server sends ``x-should-retry: true``."""
+
+FAILURE_RETRYABLE: Mapping[Failure, bool] = MappingProxyType(
+    {"connection": True, "timeout": True, "unreadable_body": True, "invalid_body": False, "too_large": False}
+)
+"""The one retryability table for failures without a status (see :data:`Failure`)."""
+
+RETRYABLE_STATUSES = frozenset(status for status, retry in STATUS_RETRYABLE.items() if retry)
+"""Client-error statuses worth retrying (from :data:`STATUS_RETRYABLE`); every 5xx is retryable too."""
+
+FINAL_STATUSES = frozenset(status for status, retry in STATUS_RETRYABLE.items() if not retry)
+"""Statuses that never change on a retry (from :data:`STATUS_RETRYABLE`)."""
+
+
+def is_retryable(status_code: int | None = None, *, failure: Failure | None = None) -> bool:
+    """Whether a failed attempt is worth retrying, by its status or, without one, by what went wrong.
+
+    The one place this is decided: the errors' ``retryable`` attribute, :func:`plan_retry` and Prefect's
+    task retries (``retry_if_retryable``) all ask it.
+    """
+    if status_code is not None:
+        return STATUS_RETRYABLE.get(status_code, 500 <= status_code <= 599)
+    return failure is not None and FAILURE_RETRYABLE[failure]
 
 
 @dataclass(frozen=True)
@@ -44,7 +78,7 @@ class RetryPolicy:
             if its wait would end past it. ``None`` means only ``max_retries`` bounds the call.
     """
 
-    max_retries: int = 3
+    max_retries: int = DEFAULT_MAX_RETRIES
     initial_delay: float = 0.5
     max_delay: float = 8.0
     max_retry_after: float = 60.0
@@ -68,11 +102,6 @@ class RetryDecision:
     retry: bool
     delay: float = 0.0
     reason: str = ""
-
-
-def is_retryable_status(status_code: int) -> bool:
-    """408, 409, 429 and every 5xx."""
-    return status_code in RETRYABLE_STATUSES or 500 <= status_code <= 599
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -165,12 +194,12 @@ def plan_retry(
     """
     headers = headers or {}
     if status_code is not None:
-        if status_code in FINAL_STATUSES:
+        if STATUS_RETRYABLE.get(status_code) is False:  # final: the same answer on every retry
             return RetryDecision(False, reason=f"status {status_code} is final")
         advice = _should_retry_header(headers)
         if advice is False:
             return RetryDecision(False, reason="server sent x-should-retry: false")
-        if not is_retryable_status(status_code) and advice is not True:
+        if not is_retryable(status_code) and advice is not True:
             return RetryDecision(False, reason=f"status {status_code} is not retryable")
     elif not retryable_failure:
         return RetryDecision(False, reason="not a retryable failure")

@@ -2,13 +2,13 @@
 
 The tasks are thin: the HTTP client retries what the API says is worth retrying (honouring
 Retry-After); Prefect's task retries sit on top as a coarse second line, and only for errors that
-are retryable. The logic lives in :mod:`client`, :mod:`validation` and :mod:`lineage`.
+are retryable. The logic lives in :mod:`client`, :mod:`validation`, :mod:`records`, :mod:`storage` and
+:mod:`publishing`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,23 +20,14 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
-from parallel_tasks.credentials import (
-    BASE_URL_ENV_VAR,
-    ParallelCredentials,
-    aresolve_credentials,
-    resolve_credentials,
-)
+from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
 from parallel_tasks.errors import APIError
-from parallel_tasks.lineage import (
-    asset_key,
-    build_failure_record,
-    build_record,
-    record_outcome,
-    resolve_storage,
-    run_context_ids,
-)
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
-from parallel_tasks.validation import validate_task_run_input as _validate
+from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
+from parallel_tasks.records import build_failure_record, build_record
+from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
+from parallel_tasks.storage import resolve_storage
+from parallel_tasks.validation import acheck_task_run_input, check_task_run_input
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State, TaskRun
@@ -71,8 +62,10 @@ def retry_if_retryable(task: Task[..., Any], task_run: TaskRun, state: State[Any
 def run_input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> str:
     """Cache key from (base_url, run_id), never from the credentials object or its key.
 
-    Use it with caching switched on, for example
-    ``retrieve_task_run_input.with_options(cache_key_fn=run_input_cache_key, cache_expiration=timedelta(hours=1))``.
+    The retrieve tasks do not persist their result (a raw input may hold secrets), so caching needs it
+    switched back on, which stores raw inputs in result storage: do it only where that storage is as
+    well protected as the key, for example ``retrieve_task_run_input.with_options(persist_result=True,
+    cache_key_fn=run_input_cache_key, cache_expiration=timedelta(hours=1))``.
     """
     credentials = parameters.get("credentials")
     if isinstance(credentials, ParallelCredentials):
@@ -80,7 +73,7 @@ def run_input_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> 
     elif isinstance(credentials, str):
         base_url = resolve_credentials(credentials).base_url
     else:
-        base_url = os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        base_url = get_settings().base_url
     digest = hashlib.sha256(f"{base_url}\n{parameters['run_id']}".encode()).hexdigest()
     return f"parallel-run-input-{digest}"
 
@@ -91,8 +84,9 @@ _RETRIEVE_OPTIONS: dict[str, Any] = {
     "retry_jitter_factor": 0.5,
     "retry_condition_fn": retry_if_retryable,
     "task_run_name": "retrieve-input-{run_id}",
-    # The JSON serializer (used when caching persists results) stores MCP header values masked.
-    "result_serializer": "json",
+    # The fetched input is never persisted as a Prefect result: it holds whatever secrets the run was
+    # started with, and the API is its source of truth. The redacted record is what gets stored.
+    "persist_result": False,
 }
 
 
@@ -127,10 +121,20 @@ async def aretrieve_task_run_input(run_id: str, credentials: ParallelCredentials
         return await client.get_task_run_input(run_id)
 
 
-@task(name="validate-task-run-input", task_run_name="validate-input", cache_policy=NO_CACHE)
+# Not persisted either: findings quote the raw input (they are redacted when the record is built).
+@task(name="validate-task-run-input", task_run_name="validate-input", persist_result=False)
 def validate_task_run_input(run_input: TaskRunInput) -> ValidationReport:
-    """Check a run input against every rule at once (see :mod:`parallel_tasks.validation`)."""
-    return _validate(run_input)
+    """The Prefect task that checks a run input against every rule at once: a task run around the plain
+    function :func:`parallel_tasks.validation.check_task_run_input`, which code outside a flow can call directly."""
+    return check_task_run_input(run_input)
+
+
+async def _secrets_of(credentials: ParallelCredentials | str | None) -> tuple[str, ...]:
+    """The secrets a record must not hold: those of the credentials the input was fetched with
+    (``None``: the environment's key, if one is set)."""
+    if credentials is None and get_settings().api_key is None:
+        return ()
+    return (await aresolve_credentials(credentials)).secrets_in_use()
 
 
 async def _record(
@@ -141,10 +145,17 @@ async def _record(
     base_url: str,
     storage: WritableFileSystem | str | Path | None,
     artifacts: bool,
+    credentials: ParallelCredentials | str | None,
 ) -> RunInputRecord:
     flow_run_id, task_run_id = run_context_ids()
     record = build_record(
-        run_id, run_input, report, base_url=base_url, flow_run_id=flow_run_id, task_run_id=task_run_id
+        run_id,
+        run_input,
+        report,
+        base_url=base_url,
+        secrets=await _secrets_of(credentials),
+        flow_run_id=flow_run_id,
+        task_run_id=task_run_id,
     )
     return await record_outcome(await resolve_storage(storage), record, artifacts=artifacts)
 
@@ -161,6 +172,7 @@ def record_task_run_input_lineage(
     base_url: str = DEFAULT_BASE_URL,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = True,
+    credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
     """Make the audit record of one input: stored JSON (redacted, hashed), artifacts and an event.
 
@@ -176,8 +188,14 @@ def record_task_run_input_lineage(
             storage when ``None``.
         artifacts: Also create the markdown and metadata-table artifacts keyed
             ``parallel-run-input-<run id>``.
+        credentials: The credentials the input was fetched with (as for :func:`retrieve_task_run_input`):
+            their key is masked wherever it appears in the record.
     """
-    return run_coro_as_sync(_record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts))
+    return run_coro_as_sync(
+        _record(
+            run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts, credentials=credentials
+        )
+    )
 
 
 @task(name="record-task-run-input-lineage-async", **_RECORD_OPTIONS)
@@ -189,9 +207,12 @@ async def arecord_task_run_input_lineage(
     base_url: str = DEFAULT_BASE_URL,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = True,
+    credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
     """Async twin of :func:`record_task_run_input_lineage`."""
-    return await _record(run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts)
+    return await _record(
+        run_id, run_input, report, base_url=base_url, storage=storage, artifacts=artifacts, credentials=credentials
+    )
 
 
 @task(name="record-task-run-input-failure", task_run_name="record-failure-{run_id}", cache_policy=NO_CACHE)
@@ -201,13 +222,22 @@ def record_task_run_input_failure(
     *,
     base_url: str = DEFAULT_BASE_URL,
     storage: WritableFileSystem | str | Path | None = None,
+    credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
     """Record that a run's input could not be fetched (not_found, unauthorized or failed), with an event,
-    so an audit trail has an outcome for every run it was asked about."""
+    so an audit trail has an outcome for every run it was asked about. The key of ``credentials`` is
+    masked in the stored error text."""
     flow_run_id, task_run_id = run_context_ids()
-    record = build_failure_record(run_id, error, base_url=base_url, flow_run_id=flow_run_id, task_run_id=task_run_id)
 
     async def store() -> RunInputRecord:
+        record = build_failure_record(
+            run_id,
+            error,
+            base_url=base_url,
+            secrets=await _secrets_of(credentials),
+            flow_run_id=flow_run_id,
+            task_run_id=task_run_id,
+        )
         return await record_outcome(await resolve_storage(storage), record, artifacts=False)
 
     return run_coro_as_sync(store())
@@ -247,7 +277,7 @@ async def audit_run_inputs_batch(
     run_ids: list[str],
     credentials: ParallelCredentials | str | None = None,
     *,
-    concurrency: int = 16,
+    concurrency: int = DEFAULT_CONCURRENCY,
     storage: WritableFileSystem | str | Path | None = None,
     artifacts: bool = False,
     batch_number: int = 1,
@@ -262,7 +292,12 @@ async def audit_run_inputs_batch(
     flow_run_id, task_run_id = run_context_ids()
     outcomes: list[RunInputRecord] = []
     async with resolved.get_async_client() as client:
-        ids: dict[str, Any] = {"base_url": client.base_url, "flow_run_id": flow_run_id, "task_run_id": task_run_id}
+        ids: dict[str, Any] = {
+            "base_url": client.base_url,
+            "secrets": resolved.secrets_in_use(),
+            "flow_run_id": flow_run_id,
+            "task_run_id": task_run_id,
+        }
         async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
             record = await _record_fetch_result(target, result, ids, artifacts)
             outcomes.append(record.model_copy(update={"input": None}))
@@ -276,7 +311,10 @@ async def _record_fetch_result(
     storage, publishing) makes it a failed run whose error is stored when storage still works."""
     try:
         if result.run_input is not None:
-            record = build_record(result.run_id, result.run_input, _validate(result.run_input), **ids)
+            report = await acheck_task_run_input(
+                result.run_input
+            )  # off the loop: a costly schema never stalls the batch
+            record = build_record(result.run_id, result.run_input, report, **ids)
         else:
             record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
         return await record_outcome(target, record, artifacts=artifacts)
@@ -284,5 +322,15 @@ async def _record_fetch_result(
         failure = build_failure_record(result.run_id, error, **ids)
     try:
         return await record_outcome(target, failure, artifacts=False)
-    except Exception:  # storage itself is broken: the failure is still reported in the summary
-        return failure
+    except Exception as error:  # storage itself is broken: the outcome is still reported in the summary
+        return _not_stored(result, failure, error, ids)
+
+
+def _not_stored(result: FetchResult, failure: RunInputRecord, error: Exception, ids: dict[str, Any]) -> RunInputRecord:
+    """The outcome of a run whose record could not be written: ``not_stored`` when its input was fetched,
+    else its fetch failure; either way the error says that nothing was stored."""
+    note = f"its record could not be stored: {type(error).__name__}: {error}"
+    if result.run_input is not None:
+        return failure.model_copy(update={"status": "not_stored", "error": f"input fetched, but {note}"})
+    fetch_failure = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
+    return fetch_failure.model_copy(update={"error": f"{fetch_failure.error}; {note}"})

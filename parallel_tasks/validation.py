@@ -1,30 +1,46 @@
 """Validation of a task run input: every broken rule at once, each at its JSON path.
 
 Each rule is a small pure function over the JSON body, ``check_*(body) -> list[Violation]``, and
-``validate_task_run_input`` runs them all. Nothing here does I/O: a JSON Schema ``$ref`` resolves only
+``check_task_run_input`` runs them all. Nothing here does I/O: a JSON Schema ``$ref`` resolves only
 inside the schema itself (and the bundled meta-schemas), through a registry that refuses to fetch, and
 ``format`` stays an annotation, as Draft 2020-12 says, so no format check can reach out either.
+
+The rules about JSON schemas live in :mod:`parallel_tasks._schema_rules`. A schema comes from whoever
+created the run, so every check against one is bounded (see :mod:`parallel_tasks._schema_bounds`):
+patterns run on RE2, each check has a budget of steps and time, and a report lists at most
+``MAX_VIOLATIONS`` violations, then how many more there were.
+Run it off an event loop with :func:`acheck_task_run_input`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-import functools
-import json
 import math
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-from referencing import Registry, Resource
-from referencing.exceptions import NoSuchResource, Unresolvable
-
+from parallel_tasks._schema_rules import check_input, check_schemas
+from parallel_tasks._violations import (
+    PREVIEW_MAX,
+    _json_type,
+    _mapping,
+    _shorten,
+    _violation,
+    _wrong_type,
+    json_path,
+    preview,
+    text_length,
+)
 from parallel_tasks.models import Severity, TaskRunInput, ValidationReport, Violation
 
 __all__ = [
     "KNOWN_PROCESSORS",
+    "MAX_VIOLATIONS",
+    "PREVIEW_MAX",
     "RULES",
+    "acheck_task_run_input",
     "check_after_date",
     "check_domain_count",
     "check_domain_entries",
@@ -35,8 +51,10 @@ __all__ = [
     "check_processor",
     "check_schemas",
     "check_shape",
+    "check_task_run_input",
     "json_path",
-    "validate_task_run_input",
+    "preview",
+    "text_length",
 ]
 
 KNOWN_PROCESSORS: frozenset[str] = frozenset(
@@ -50,7 +68,10 @@ METADATA_KEY_MAX = 16
 METADATA_VALUE_MAX = 512
 DOMAIN_ENTRIES_MAX = 200
 MEMORY_SCOPE_KEY_MAX = 128
-PREVIEW_MAX = 80
+MAX_VIOLATIONS = 100
+"""Violations listed per run; past it one ``validation.too_many_violations`` gives the count of the rest."""
+OFF_LOOP_TIMEOUT = 10.0
+"""Seconds :func:`acheck_task_run_input` waits for a worker thread: a backstop behind the per-check budgets."""
 
 Body = Mapping[str, Any]
 Rule = Callable[[Body], list[Violation]]
@@ -61,85 +82,6 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/+")
 _LABEL = re.compile(r"(?!-)[\w-]+(?<!-)")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _MEMORY_SCOPE_KEY = re.compile(r"[a-zA-Z0-9_-]+")
-
-
-# --- Small helpers: paths, previews, violations ---------------------------------------------------
-
-
-def json_path(*segments: str | int) -> str:
-    """The JSON path of a value: ``$.a.b[3]``, with keys that are not plain quoted: ``$.a['b c']``.
-
-    Example:
-        >>> json_path("source_policy", "include_domains", 3), json_path("metadata", "my key")
-        ('$.source_policy.include_domains[3]', "$.metadata['my key']")
-    """
-    parts = ["$"]
-    for segment in segments:
-        if isinstance(segment, int):
-            parts.append(f"[{segment}]")
-        elif _PLAIN_KEY.fullmatch(key := str(segment)):
-            parts.append(f".{key}")
-        else:
-            escaped = key.replace("\\", "\\\\").replace("'", "\\'")
-            parts.append("['" + _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped) + "']")
-    return "".join(parts)
-
-
-def _shorten(text: str, limit: int = PREVIEW_MAX) -> str:
-    """Cut text to ``limit`` characters, ellipsis included, so previews fit a table cell."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _json_text(value: Any) -> str:
-    """Compact JSON text of a value, as the API measures it; never raises (cycles, huge integers)."""
-    try:
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=repr)
-    except Exception:
-        return f"<unprintable {type(value).__name__}>"
-
-
-def _text_length(value: Any) -> int:
-    """Length of a value as text: a string's own length, otherwise its JSON text's."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, int) and value.bit_length() > 2000:  # 600+ digits: count them without printing
-        return int((value.bit_length() - 1) * math.log10(2)) + 1
-    return len(_json_text(value))
-
-
-def _preview(value: Any) -> str:
-    """The offending value as at most 80 characters: strings as they are, anything else as JSON."""
-    return _shorten(value if isinstance(value, str) else _json_text(value))
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a value's type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
-
-
-def _violation(path: str, rule: str, message: str, value: Any, severity: Severity = "error") -> Violation:
-    return Violation(path=path, rule=rule, severity=severity, message=message, preview=_preview(value))
-
-
-def _wrong_type(path: str, value: Any, expected: str) -> Violation:
-    return _violation(path, "body.wrong_type", f"is {_json_type(value)}; expected {expected}", value)
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    """The value if it is an object, else an empty one: rules skip what check_shape already reported."""
-    return value if isinstance(value, Mapping) else {}
 
 
 # --- Shape of the body ----------------------------------------------------------------------------
@@ -215,7 +157,7 @@ def _check_metadata_value(path: str, value: Any) -> list[Violation]:
     elif isinstance(value, float) and not math.isfinite(value):
         message = "is not a finite number (JSON has no NaN or Infinity); metadata values must be finite"
         found.append(_violation(path, "metadata.value_type", message, value))
-    length = _text_length(value)
+    length = text_length(value)
     if length > METADATA_VALUE_MAX:
         what = "value" if isinstance(value, str) else "value's JSON text"
         message = f"{what} is {length} characters long; the limit is {METADATA_VALUE_MAX}"
@@ -362,191 +304,6 @@ def check_after_date(body: Body) -> list[Violation]:
     return [_violation("$.source_policy.after_date", "source_policy.after_date_invalid", message, value)]
 
 
-# --- JSON schemas and the input -------------------------------------------------------------------
-
-
-def _refuse_retrieval(uri: str) -> Resource[Any]:
-    """Never fetch a ``$ref`` (network, file or anything else): an outside schema is unresolvable here."""
-    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]  # an attrs class mypy cannot see through
-
-
-# jsonschema adds its bundled meta-schemas to this registry; everything else is refused, never fetched.
-_NO_FETCH_REGISTRY: Registry[Any] = Registry(retrieve=_refuse_retrieval)  # type: ignore[call-arg]
-# Only "regex" is asserted on schemas (an invalid "pattern" would break matching); other formats stay
-# annotations, which keeps the verdict the same whichever optional format libraries are installed.
-_META_VALIDATOR = Draft202012Validator(
-    Draft202012Validator.META_SCHEMA, registry=_NO_FETCH_REGISTRY, format_checker=FormatChecker(formats=["regex"])
-)
-
-
-def _schema_kind(value: Any) -> str | None:
-    """``json``, ``text`` or ``auto`` the way the spec's anyOf picks them; None when absent; else the odd type."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return "text"
-    if not isinstance(value, Mapping):
-        return _json_type(value)
-    declared = value.get("type")
-    if declared is None:
-        return "json" if "json_schema" in value else "text"
-    return declared if isinstance(declared, str) else _json_type(declared)
-
-
-def _unusable(field: str, exc: BaseException) -> Violation:
-    """An exception jsonschema raised, as a violation: a report must never crash the flow that asked."""
-    message = f"cannot be used by the Draft 2020-12 validator: {type(exc).__name__}: {_shorten(str(exc), 200)}"
-    return _violation(json_path("task_spec", field, "json_schema"), f"{field}.unusable", message, "")
-
-
-def _schema_text(schema: Any) -> str | None:
-    """A cache key for a schema: its canonical JSON (None when it has none, e.g. mixed key types)."""
-    try:
-        return json.dumps(schema, sort_keys=True, default=repr)
-    except (TypeError, ValueError, RecursionError):
-        return None
-
-
-class _ByText:
-    """A schema that hashes and compares by its canonical text, so a cache keyed on the text still
-    computes from the object itself (text that dumped near the recursion limit may not load back)."""
-
-    __slots__ = ("schema", "text")
-
-    def __init__(self, schema: Any, text: str) -> None:
-        self.schema, self.text = schema, text
-
-    def __hash__(self) -> int:
-        return hash(self.text)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _ByText) and other.text == self.text
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_schema_violations(field: str, spec: _ByText) -> tuple[Violation, ...]:
-    return tuple(_schema_violations(field, spec.schema))
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_validator(schema: _ByText) -> Draft202012Validator | None:
-    return _compile(schema.schema)
-
-
-def _compile(schema: Any) -> Draft202012Validator | None:
-    """A validator for a valid schema; None for one check_schemas reports (matching it would mislead)."""
-    try:
-        if not _META_VALIDATOR.is_valid(schema):
-            return None
-        return Draft202012Validator(schema, registry=_NO_FETCH_REGISTRY)
-    except Exception:
-        return None  # check_schemas reports it as unusable
-
-
-def _schema_violations(field: str, spec: Any) -> list[Violation]:
-    """Why one input or output schema is not a usable JSON Schema; empty when it is fine or not JSON."""
-    kind = _schema_kind(spec)
-    allowed = ("json", "text", "auto") if field == "output_schema" else ("json", "text")
-    if kind is not None and kind not in allowed:
-        message = f"has type {kind!r}; expected one of {', '.join(allowed)} (or a bare string)"
-        return [_violation(json_path("task_spec", field), f"{field}.invalid", message, spec)]
-    if kind != "json":
-        return []
-    schema = _mapping(spec).get("json_schema")
-    path = ("task_spec", field, "json_schema")
-    if not isinstance(schema, Mapping):
-        message = f"is {_json_type(schema)}; a JSON schema must be a JSON Schema object"
-        return [_violation(json_path(*path), f"{field}.invalid", message, schema)]
-    try:
-        errors = list(_META_VALIDATOR.iter_errors(schema))
-    except Exception as exc:  # a schema too deep or too odd for the meta-schema: report, never raise
-        return [_unusable(field, exc)]
-    return [
-        _violation(
-            json_path(*path, *error.absolute_path),
-            f"{field}.invalid",
-            f"is not valid JSON Schema (Draft 2020-12, {error.validator}): {_shorten(error.message, 200)}",
-            error.instance,
-        )
-        for error in errors
-    ]
-
-
-def check_schemas(body: Body) -> list[Violation]:
-    """Input and output JSON schemas must themselves be valid JSON Schema, or the API cannot use them."""
-    task_spec = body.get("task_spec")
-    if not isinstance(task_spec, Mapping):
-        return []
-    found = []
-    if "output_schema" not in task_spec:
-        found.append(_violation("$.task_spec.output_schema", "body.missing_field", "is missing; it is required", ""))
-    # Checking a schema against the meta-schema costs milliseconds, and audits see the same task specs
-    # over and over: the verdict is cached by the schema's canonical text.
-    for field in ("input_schema", "output_schema"):
-        spec = task_spec.get(field)
-        text = _schema_text(spec)
-        found += (
-            _cached_schema_violations(field, _ByText(spec, text))
-            if text is not None
-            else _schema_violations(field, spec)
-        )
-    return found
-
-
-def _find_ref(schema: Any, ref: str) -> tuple[tuple[str | int, ...], str]:
-    """Where the unresolvable ``$ref``/``$dynamicRef`` is written, and its text; the root if not found.
-
-    jsonschema reports the resolved target (``/$defs/x`` for ``#/$defs/x``), so match on the ending.
-    """
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(schema, ())]
-    while stack and ref:
-        node, path = stack.pop()
-        if isinstance(node, Mapping):
-            for key in ("$ref", "$dynamicRef"):
-                if isinstance(node.get(key), str) and node[key].endswith(ref):
-                    return (*path, key), node[key]
-            stack.extend((value, (*path, str(key))) for key, value in reversed(list(node.items())))
-        elif isinstance(node, (list, tuple)):
-            stack.extend((value, (*path, index)) for index, value in reversed(list(enumerate(node))))
-    return (), ref
-
-
-def check_input(body: Body) -> list[Violation]:
-    """The input must match a JSON input schema (Draft 2020-12), as the API checks it before the run starts."""
-    input_schema = _mapping(body.get("task_spec")).get("input_schema")
-    if _schema_kind(input_schema) != "json":
-        return []
-    run_input = body.get("input")
-    if isinstance(run_input, str):
-        message = "is text, but task_spec.input_schema is a JSON schema: the input must be a JSON object"
-        return [_violation("$.input", "input.text_with_json_schema", message, run_input)]
-    schema = _mapping(input_schema).get("json_schema")
-    if not isinstance(run_input, Mapping) or not isinstance(schema, Mapping):
-        return []
-    text = _schema_text(schema)
-    validator = _cached_validator(_ByText(schema, text)) if text is not None else _compile(schema)
-    if validator is None:
-        return []
-    found: list[Violation] = []
-    try:
-        for error in validator.iter_errors(run_input):
-            message = f"does not match the input schema ({error.validator}): {_shorten(error.message, 200)}"
-            found.append(
-                _violation(json_path("input", *error.absolute_path), "input.schema_mismatch", message, error.instance)
-            )
-    except Unresolvable as exc:
-        where, ref = _find_ref(schema, str(getattr(exc, "ref", "")))
-        message = (
-            f"has a $ref that does not resolve inside the schema ({_shorten(str(exc), 200)});"
-            " refs are never fetched, from the network or from files"
-        )
-        path = json_path("task_spec", "input_schema", "json_schema", *where)
-        found.append(_violation(path, "input_schema.ref_unresolvable", message, ref))
-    except Exception as exc:  # e.g. a $ref cycle (RecursionError): a violation, never a crash
-        found.append(_unusable("input_schema", exc))
-    return found
-
-
 # --- All of it ------------------------------------------------------------------------------------
 
 RULES: tuple[Rule, ...] = (
@@ -564,7 +321,7 @@ RULES: tuple[Rule, ...] = (
 """Every rule, in the order their violations are reported."""
 
 
-def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
+def check_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
     """Check a run input against every rule and report all violations at once.
 
     A raw mapping is checked as it is, so a body the model would refuse (a null metadata value, say)
@@ -577,7 +334,7 @@ def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> Vali
         A ValidationReport with every violation, in rule order, each with its JSON path.
 
     Example:
-        >>> report = validate_task_run_input(
+        >>> report = check_task_run_input(
         ...     {"processor": "base", "input": "GDP of France?", "metadata": {"customer_reference": "x", "ok": None}}
         ... )
         >>> for violation in report.violations:
@@ -586,7 +343,7 @@ def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> Vali
         $.metadata.ok metadata.value_type error
         >>> report.verdict
         'invalid'
-        >>> validate_task_run_input(TaskRunInput(processor="base", input="GDP of France?")).verdict
+        >>> check_task_run_input(TaskRunInput(processor="base", input="GDP of France?")).verdict
         'valid'
     """
     body: Any = (
@@ -594,4 +351,28 @@ def validate_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> Vali
     )
     if not isinstance(body, Mapping):
         return ValidationReport(violations=(_wrong_type("$", body, "a JSON object"),))
-    return ValidationReport(violations=tuple(violation for rule in RULES for violation in rule(body)))
+    return ValidationReport(violations=_capped([violation for rule in RULES for violation in rule(body)]))
+
+
+def _capped(violations: list[Violation]) -> tuple[Violation, ...]:
+    """The first MAX_VIOLATIONS (plus any too_expensive one), then one violation counting the rest."""
+    if len(violations) <= MAX_VIOLATIONS:
+        return tuple(violations)
+    kept = violations[:MAX_VIOLATIONS] + [v for v in violations[MAX_VIOLATIONS:] if v.rule.endswith(".too_expensive")]
+    omitted = [v for v in violations[MAX_VIOLATIONS:] if not v.rule.endswith(".too_expensive")]
+    severity: Severity = "error" if any(v.severity == "error" for v in omitted) else "warning"
+    message = f"{len(omitted)} more violations are not listed (at most {MAX_VIOLATIONS} per run)"
+    return (*kept, _violation("$", "validation.too_many_violations", message, "", severity))
+
+
+async def acheck_task_run_input(run_input: TaskRunInput | Mapping[str, Any]) -> ValidationReport:
+    """:func:`check_task_run_input` in a worker thread, so a costly schema never stalls the event loop.
+
+    The per-check budgets end a costly check; if the thread still has not answered after
+    OFF_LOOP_TIMEOUT seconds, the report says so (a thread cannot be stopped, only left behind).
+    """
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(check_task_run_input, run_input), OFF_LOOP_TIMEOUT)
+    except asyncio.TimeoutError:
+        message = f"validation did not finish within {OFF_LOOP_TIMEOUT:g} s; the input was not checked"
+        return ValidationReport(violations=(_violation("$", "validation.too_expensive", message, ""),))

@@ -1,4 +1,5 @@
-"""Command: serve the emulator until interrupted, printing its base URL as the first stdout line.
+"""Command: serve the emulator until interrupted, printing its base URL as the only stdout line and, on stderr,
+the accepted key and how many runs it serves.
 
 Example:
     python -m parallel_tasks.emulator --port 0 --runs 1000 --seed 1 --api-key KEY --rate-503 0.05
@@ -125,8 +126,22 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
     return emulator
 
 
+def describe(emulator: Emulator, url: str) -> str:
+    """What a person needs to use the running emulator (stdout keeps the base URL alone, for scripts)."""
+    keys = ", ".join(sorted(emulator.api_keys))
+    runs = len(emulator.store)
+    return (
+        f"Parallel API emulator at {url}, serving {runs} run{'s' * (runs != 1)}"
+        f" (GET {url}/v1/tasks/runs/<run id>/input)\n"
+        f"Accepted x-api-key: {keys}\n"
+        f"Point the flows at it: PARALLEL_BASE_URL={url} and PARALLEL_API_KEY set to that key,\n"
+        f"  or a credentials block: python -m parallel_tasks setup --emulator {url}\n"
+        "Ctrl-C stops it."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse options, bind, print the base URL, serve until SIGINT or SIGTERM."""
+    """Parse options, bind, print the base URL (stdout) and how to use it (stderr), serve until SIGINT or SIGTERM."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -135,7 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     server = make_server(emulator, http=args.http, loop=args.loop, log_level=args.log_level, configure_logging=True)
     sock = bind_socket(args.host, args.port)
-    print(base_url_for(sock), flush=True)
+    url = base_url_for(sock)
+    print(url, flush=True)
+    print(describe(emulator, url), file=sys.stderr, flush=True)
     server.run(sockets=[sock])
     return 0
 

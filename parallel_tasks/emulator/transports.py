@@ -66,15 +66,15 @@ class EmulatorTransport(httpx.BaseTransport):
         >>> client = httpx.Client(transport=Emulator().transport(), base_url="http://emulator")
     """
 
-    def __init__(self, emulator: Emulator, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, emulator: Emulator, *, sleep: Callable[[float], None] | None = None) -> None:
         """Create the transport.
 
         Args:
             emulator: The emulator to answer from.
-            sleep: Used for latency and slow bodies; tests may pass a recorder instead.
+            sleep: Used for latency and slow bodies; ``time.sleep`` (looked up now) unless a recorder is given.
         """
         self.emulator = emulator
-        self._sleep = sleep
+        self._sleep = sleep or time.sleep
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         plan = self.emulator.handle(request.method, _target(request), request.headers)
@@ -91,15 +91,15 @@ class EmulatorTransport(httpx.BaseTransport):
 class AsyncEmulatorTransport(httpx.AsyncBaseTransport):
     """An async httpx transport answering from an ``Emulator`` (asyncio or trio)."""
 
-    def __init__(self, emulator: Emulator, *, sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+    def __init__(self, emulator: Emulator, *, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         """Create the transport.
 
         Args:
             emulator: The emulator to answer from.
-            sleep: Used for latency and slow bodies; tests may pass a recorder instead.
+            sleep: Used for latency and slow bodies; ``anyio.sleep`` (looked up now) unless a recorder is given.
         """
         self.emulator = emulator
-        self._sleep = sleep
+        self._sleep = sleep or anyio.sleep
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         plan = self.emulator.handle(request.method, _target(request), request.headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 
@@ -10,6 +11,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from parallel_tasks import retry
+from parallel_tasks.errors import (
+    APIConnectionError,
+    APITimeoutError,
+    InternalServerError,
+    NotFoundError,
+    ResponseTooLargeError,
+    ResponseValidationError,
+    error_class_for_status,
+)
 from parallel_tasks.retry import RetryPolicy, backoff_delay, parse_retry_after, plan_retry
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)
@@ -148,3 +159,29 @@ def test_the_deadline_stops_a_retry_whose_wait_would_pass_it() -> None:
 def test_policy_refuses_unbounded_values(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status", [400, 401, 402, 403, 404, 408, 409, 418, 422, 429, 500, 503, 599])
+def test_errors_and_the_retry_plan_agree_on_every_status(status: int) -> None:
+    error = error_class_for_status(status)("message", status_code=status)
+    decision = plan_retry(RetryPolicy(), retries_done=0, elapsed=0, status_code=status, rand=lambda: 0.0)
+    assert error.retryable is decision.retry
+
+
+def test_the_one_table_decides_for_the_errors_and_the_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(retry, "STATUS_RETRYABLE", {404: True, 503: False})
+    monkeypatch.setattr(retry, "FAILURE_RETRYABLE", {**retry.FAILURE_RETRYABLE, "connection": False})
+    assert NotFoundError("gone", status_code=404).retryable
+    assert not InternalServerError("down", status_code=503).retryable
+    assert not APIConnectionError("refused").retryable
+    assert plan_retry(RetryPolicy(), retries_done=0, elapsed=0, status_code=404).retry
+    assert not plan_retry(RetryPolicy(), retries_done=0, elapsed=0, status_code=503).retry
+
+
+def test_failures_without_a_status() -> None:
+    assert APIConnectionError("reset").retryable and APITimeoutError("slow").retryable
+    assert ResponseValidationError("<html>", failure="unreadable_body").retryable
+    assert not ResponseValidationError("not a run input").retryable
+    assert not ResponseTooLargeError("huge").retryable
+    restored = pickle.loads(pickle.dumps(ResponseValidationError("<html>", failure="unreadable_body")))
+    assert restored.retryable

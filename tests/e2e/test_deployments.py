@@ -6,6 +6,7 @@ server's scheduler, and the emulator over HTTP. The tests share one server and r
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 import uuid
@@ -21,8 +22,10 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.exceptions import ObjectNotFound
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, load_run_ids
-from parallel_tasks import ParallelCredentials, setup
+from parallel_tasks import ParallelCredentials
+from parallel_tasks import server_setup as setup
+from parallel_tasks.audit import load_run_ids
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
 from parallel_tasks.manifests import chain_folder
 from parallel_tasks.verify import LocalStore, verify_store
@@ -45,14 +48,22 @@ def client(stack: Stack) -> Iterator[SyncPrefectClient]:
 
 
 def steps(output: str) -> dict[str, str]:
-    """``step: outcome`` lines of the set-up output."""
-    return dict(line.split(": ", 1) for line in output.splitlines() if ": " in line)
+    """``step: outcome`` lines of the set-up output (up to ``setup: ...``; what to do next follows)."""
+    steps_part = output.partition("\nNext: ")[0]
+    return dict(line.split(": ", 1) for line in steps_part.splitlines() if ": " in line)
 
 
 def test_setup_configures_everything_then_changes_nothing(
-    setup_runs: SetupRuns, client: SyncPrefectClient, emulator_url: str
+    setup_runs: SetupRuns, client: SyncPrefectClient, emulator_url: str, stack: Stack
 ) -> None:
     first, second = steps(setup_runs[0].stdout), steps(setup_runs[1].stdout)
+    worker = Path(sys.executable).parent.relative_to(REPO) / "prefect"
+    ui = stack.api_url.removesuffix("/api")
+    for run in setup_runs:  # then what to run next, and where to look
+        assert run.stdout.endswith(
+            f"Next: start a worker, from the repository root:\n  {worker} worker start --pool {POOL}\n"
+            f"Then watch the runs at {ui}/runs\n"
+        ), run.stdout
     assert first == {
         "block types": "registered parallel-credentials",
         f"credentials block {BLOCK!r}": f"created (base_url {emulator_url})",
@@ -85,6 +96,27 @@ def on_stack(stack: Stack, setup_runs: SetupRuns, monkeypatch: pytest.MonkeyPatc
     monkeypatch.delenv("PARALLEL_BASE_URL", raising=False)
     with temporary_settings({PREFECT_API_URL: stack.api_url}):
         yield
+
+
+def test_command_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        setup.main(["--help"])
+    shown = capsys.readouterr().out
+    assert exited.value.code == 0
+    assert "setup make a Prefect server ready to run the example flows on a schedule" in " ".join(shown.split())
+    assert "``" not in shown and ":mod:" not in shown
+
+
+def test_setup_without_deployments_says_to_serve_them() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4999/api"}):
+        told = setup.next_steps(Path(sys.executable).parent.parent.parent, no_deploy=True)
+    venv = Path(sys.executable).parent.parent.name
+    assert told == (
+        f"Next: serve the flows, from the repository root:\n  {venv}/bin/python deployments/serve.py\n"
+        "Then watch the runs at http://127.0.0.1:4999/runs"
+    )
 
 
 def test_setup_steps_update_what_changed_and_keep_what_is_not_given(
@@ -135,19 +167,22 @@ def test_setup_sees_which_deployment_fields_differ(on_stack: None, client: SyncP
     assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-demand-2 (new)"]
 
 
-def wait_for_children(pid: int, timeout: float) -> None:
-    """Wait until process ``pid`` has no child processes (Linux's /proc; elsewhere a fixed pause)."""
+def has_children(pid: int) -> bool:
+    """Whether process ``pid`` has child processes (Linux's /proc, elsewhere ``pgrep -P``)."""
     tasks = Path(f"/proc/{pid}/task")
     if not tasks.is_dir():
-        time.sleep(5)
-        return
+        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, check=False).returncode == 0
+    try:
+        return any(f.read_text().strip() for f in tasks.glob("*/children"))
+    except OSError:  # a thread ended while we read
+        return True
+
+
+def wait_for_children(pid: int, timeout: float) -> None:
+    """Wait until process ``pid`` has no child processes left, polling; fail if that takes over ``timeout``."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if not any(f.read_text().strip() for f in tasks.glob("*/children")):
-                return
-        except OSError:  # a thread ended while we read
-            pass
+    while has_children(pid):
+        assert time.monotonic() < deadline, f"process {pid} still has children after {timeout:g}s"
         time.sleep(0.2)
 
 
@@ -177,8 +212,9 @@ def test_deployment_runs_complete_on_a_process_worker(
 
     fetched, audited = completed(client, fetch_run), completed(client, audit_run)
     assert fetched.parameters == {"run_id": RUN_ID, "credentials_block": BLOCK}
-    assert "12 runs" in (audited.state.message if audited.state else "")
-    for run_id in load_run_ids(REPO / "deployments" / "run_ids.txt"):
+    listed = load_run_ids(REPO / "deployments" / "run_ids.txt")
+    assert f"{len(set(listed))} runs" in (audited.state.message if audited.state else "")
+    for run_id in listed:
         assert stored_record(stack, run_id)["status"] in ("ok", "invalid")
     keys = [artifact_key(RUN_ID), f"{artifact_key(RUN_ID)}-metadata", SUMMARY_ARTIFACT_KEY]
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))

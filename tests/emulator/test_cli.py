@@ -65,6 +65,11 @@ def test_command_serves_generated_runs_and_stops_on_sigterm() -> None:
         # uvicorn shuts down gracefully, then re-raises the signal so the exit status reports it
         assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
         assert proc.stdout is not None and proc.stdout.read() == ""  # the URL is the only stdout line
+        assert proc.stderr is not None
+        told = proc.stderr.read()  # what a person needs: where, which key, how many runs
+        assert f"Parallel API emulator at {url}, serving 5 runs" in told
+        assert "Accepted x-api-key: K\n" in told
+        assert f"python -m parallel_tasks setup --emulator {url}" in told
 
 
 def test_command_rejects_bad_options() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 import httpx
 import pytest
@@ -124,16 +126,27 @@ def test_no_fault_no_sleep(emulator: CheckedEmulator) -> None:
 
 
 async def test_default_async_transport_really_sleeps(emulator: CheckedEmulator) -> None:
-    emulator.set_faults(FaultConfig(script=["slow"], slow_chunks=2, slow_chunk_delay_ms=1, latency_ms=1), run_id=RUN)
+    """The default transport waits with the event loop's own sleep: a request with a long latency is still
+    waiting after the loop has run many times, and the loop is free meanwhile (nothing blocks it)."""
+    emulator.set_faults(FaultConfig(latency_ms=60_000))
     async with httpx.AsyncClient(transport=emulator.async_transport(), base_url=BASE, headers=KEY) as client:
-        response = await client.get(run_path(RUN))
-    assert response.content == emulator.store.get(RUN)
+        request = asyncio.ensure_future(client.get(run_path(RUN)))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        assert not request.done()  # without a real wait it would have answered in the first few turns
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
 
 
-def test_default_sync_transport_really_sleeps(emulator: CheckedEmulator) -> None:
-    emulator.set_faults(FaultConfig(script=["slow"], slow_chunks=2, slow_chunk_delay_ms=1, latency_ms=1), run_id=RUN)
+def test_default_sync_transport_really_sleeps(emulator: CheckedEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default transport waits with ``time.sleep`` for the latency and between the parts of a slow body."""
+    waits = SleepRecorder()
+    monkeypatch.setattr(time, "sleep", waits)
+    emulator.set_faults(FaultConfig(script=["slow"], slow_chunks=3, slow_chunk_delay_ms=20, latency_ms=30), run_id=RUN)
     with httpx.Client(transport=emulator.transport(), base_url=BASE, headers=KEY) as client:
         assert client.get(run_path(RUN)).content == emulator.store.get(RUN)
+    assert waits.calls == [pytest.approx(0.03), 0.02, 0.02]
 
 
 async def test_asgi_app_through_httpx_asgi_transport(emulator: CheckedEmulator) -> None:

@@ -4,6 +4,7 @@ asset materializations, events, failures, drift, batching and the canary key."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,10 +24,10 @@ from prefect.client.schemas.filters import (
     TaskRunFilterFlowRunId,
 )
 
-from flows.audit_run_inputs import SUMMARY_ARTIFACT_KEY, audit_run_inputs, load_run_ids
-from flows.fetch_run_input import fetch_run_input
 from parallel_tasks import ParallelCredentials, run_input_cache_key
+from parallel_tasks.audit import load_run_ids
 from parallel_tasks.emulator import Emulator, FaultConfig
+from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
 from parallel_tasks.verify import LocalStore, verify_store
 from tests.conftest import CANARY_KEY
@@ -47,16 +48,19 @@ def flow_run_id(state: Any) -> UUID:
     return state.state_details.flow_run_id
 
 
-def wait_for_logs(run_id: UUID, prefix: str, until: str, timeout: float = 20) -> list[str]:
+def wait_for_logs(run_id: UUID, prefix: str, until: str, timeout: float = 60) -> list[str]:
     """Log messages of a flow run starting with ``prefix``, once one contains ``until``
-    (Prefect ships logs to the server in the background, a moment after they are written)."""
+    (Prefect ships logs to the server in the background, a moment after they are written).
+    Fails, naming what it found, if that line never arrives."""
     deadline = time.monotonic() + timeout
     while True:
         with get_client(sync_client=True) as client:
             logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
         found = [log.message for log in sorted(logs, key=lambda log: log.timestamp) if log.message.startswith(prefix)]
-        if any(until in message for message in found) or time.monotonic() > deadline:
+        if any(until in message for message in found):
             return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {prefix!r} log line containing {until!r} after {timeout:g}s; found {found}")
         time.sleep(0.5)
 
 
@@ -179,13 +183,18 @@ def test_audit_of_200_runs_with_404s_and_503s_keeps_every_record(
     (written,) = [e for e in events if e.event == "parallel.audit.manifest.written"]
     assert written.payload["manifest_sha256"] == manifest_sha256 and written.payload["count"] == 200
     assert written.resource.id == "parallel.audit-chain.audit-run-inputs"
+    distinct = len(set(run_ids))
+    batch_count = math.ceil(distinct / 40)
     progress = wait_for_logs(flow_run_id(state), "Progress:", until="(100%)")
-    assert len(progress) == 5 and progress[-1].startswith("Progress: 200/200 runs (100%)")  # one per 40-run batch
+    # Each 40-run batch is at least a tenth of the runs, so each one finishing logs a line.
+    assert len(progress) == batch_count and progress[-1].startswith(f"Progress: {distinct}/{distinct} runs (100%)")
+    done = [int(line.split()[1].split("/")[0]) for line in progress]
+    assert done == sorted(done) and len(set(done)) == len(done)
     with get_client(sync_client=True) as client:
         batches = client.read_task_runs(
             task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id(state)]))
         )
-    assert sum(t.name.startswith("audit-batch-") for t in batches) == 5
+    assert sum(t.name.startswith("audit-batch-") for t in batches) == batch_count
 
 
 def test_audit_with_map_option_and_a_run_id_file(
@@ -267,22 +276,24 @@ def test_canary_key_never_reaches_prefect(
     )
     assert fetched.is_completed() and missing.is_failed() and audit.is_failed()
     assert clean_emulator.requests_by_status[503] > 0 and clean_emulator.requests_by_status[200] >= 30
-    seen: list[str] = []
     ids = [flow_run_id(s) for s in (fetched, missing, audit)]
+    sources: dict[str, list[str]] = {}
     with get_client(sync_client=True) as client:
-        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids))):
-            seen += [json.dumps(run.parameters), str(run.state.message if run.state else "")]
-        for task_run in client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids))
-        ):
-            seen += [task_run.model_dump_json()]
-        seen += [
-            log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        sources["flow runs"] = [
+            text for run in runs for text in (json.dumps(run.parameters), str(run.state.message if run.state else ""))
         ]
-        seen += [a.model_dump_json() for a in client.read_artifacts()]
-    seen += [path.read_text() for path in folder.rglob("*.json")]
-    seen += [e.model_dump_json() for e in captured_events()]
-    assert len(seen) > 100
+        task_runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=ids)))
+        sources["task runs"] = [task_run.model_dump_json() for task_run in task_runs]
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+        sources["logs"] = [log.message for log in logs]
+        sources["artifacts"] = [a.model_dump_json() for a in client.read_artifacts()]
+    sources["records"] = [path.read_text() for path in folder.rglob("*.json")]
+    sources["events"] = [e.model_dump_json() for e in captured_events()]
+    # Every place was really looked at: each holds something from these runs.
+    assert all(sources.values()), {name: len(texts) for name, texts in sources.items()}
+    assert len(sources["flow runs"]) == 2 * len(ids)
+    seen = [text for texts in sources.values() for text in texts]
     assert not [text for text in seen if CANARY_KEY in text]
     # The MCP header secret of the demo run was masked everywhere too.
     assert not [text for text in seen if "emu_sk_" in text or "Bearer sk-" in text]
@@ -331,7 +342,8 @@ def test_signed_manifests_from_a_secret_block(
 ) -> None:
     from prefect.blocks.system import Secret
 
-    from parallel_tasks.manifests import SIGNING_BLOCK_ENV_VAR, ManifestKey
+    from parallel_tasks.manifests import ManifestKey
+    from parallel_tasks.settings import SIGNING_BLOCK_ENV_VAR
     from parallel_tasks.verify import main as verify
 
     slug, folder = storage

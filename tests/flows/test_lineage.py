@@ -24,9 +24,9 @@ from parallel_tasks.lineage import (
     summarize,
     verify_record,
 )
-from parallel_tasks.models import ValidationReport, Violation
+from parallel_tasks.models import RunInputRecord, ValidationReport, Violation
 from parallel_tasks.redaction import REDACTED
-from parallel_tasks.validation import validate_task_run_input
+from parallel_tasks.validation import check_task_run_input
 
 BODY = {
     "processor": "core",
@@ -45,7 +45,7 @@ RUN = "trun_0123456789abcdef0123456789abcdef"
 
 def record_of(body: dict, run_id: str = RUN):  # type: ignore[no-untyped-def]
     run_input = TaskRunInput.model_validate(body)
-    return build_record(run_id, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+    return build_record(run_id, run_input, check_task_run_input(run_input), base_url="https://api.parallel.ai")
 
 
 def test_canonical_json_is_stable_and_sorted() -> None:
@@ -103,7 +103,7 @@ def test_failure_records_name_the_status() -> None:
 def test_markdown_and_metadata_table() -> None:
     body = {**BODY, "metadata": {"a_key_that_is_far_too_long": "v", "ok": "x" * 600}}
     run_input = TaskRunInput.model_validate(body)
-    record = build_record(RUN, run_input, validate_task_run_input(run_input), base_url="https://api.parallel.ai")
+    record = build_record(RUN, run_input, check_task_run_input(run_input), base_url="https://api.parallel.ai")
     markdown = render_markdown(record)
     for expected in (
         RUN,
@@ -160,7 +160,7 @@ def test_summarize_counts_and_rows() -> None:
     ]
     summary = summarize(records, duplicates=2)
     assert summary.total == 3 and summary.duplicates == 2 and summary.not_fetched == 1
-    assert summary.counts == {"ok": 1, "invalid": 1, "not_found": 1, "unauthorized": 0, "failed": 0}
+    assert summary.counts == {"ok": 1, "invalid": 1, "not_found": 1, "unauthorized": 0, "failed": 0, "not_stored": 0}
     assert [row["run_id"] for row in summary.rows] == ["a", "b", "c"]
     assert summary.rows[2]["detail"] == "metadata.key_too_long" and summary.rows[2]["errors"] == 1
     assert summary.describe() == "3 runs: 1 ok, 1 invalid, 1 not_found"
@@ -178,12 +178,27 @@ async def test_records_of_refused_run_ids_stay_inside_their_folder(tmp_path: Pat
     assert json.loads(written.read_text())["run_id"] == run_id
 
 
-async def test_local_writes_are_atomic_and_leave_no_partial_files(tmp_path: Path) -> None:
+async def test_local_writes_are_atomic_and_leave_no_partial_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     storage = LocalFileSystem(basepath=str(tmp_path))
     stored = await store_record(storage, record_of(BODY))
-    assert sorted(p.name for p in (tmp_path / "parallel-run-inputs" / RUN).iterdir()) == sorted(
-        [f"{stored.sha256}.json", "latest.json"]
-    )
+    folder = tmp_path / "parallel-run-inputs" / RUN
+    assert sorted(p.name for p in folder.iterdir()) == sorted([f"{stored.sha256}.json", "latest.json"])
+
+    def crash_halfway(path: Path, data: bytes) -> int:  # the disk fills up (or the process dies) mid-write
+        with open(path, "wb") as file:
+            file.write(data[: len(data) // 2])
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", crash_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        await store_record(storage, record_of({**BODY, "processor": "pro"}))
+    monkeypatch.undo()
+    # Whatever was torn is not in place: every record under its real name is whole, and the pointer is unchanged.
+    for path in folder.glob("*.json"):
+        RunInputRecord.model_validate_json(path.read_bytes())
+    assert RunInputRecord.model_validate_json((folder / "latest.json").read_bytes()).sha256 == stored.sha256
 
 
 async def test_other_filesystem_blocks_go_through_their_own_api(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from flows.audit_run_inputs import audit_run_inputs
+from parallel_tasks.flows import audit_run_inputs
 
 
 def main(argv: list[str]) -> int:

@@ -35,7 +35,7 @@ from parallel_tasks import AsyncParallelClient, ParallelClient, RetryPolicy
 from parallel_tasks.errors import APITimeoutError, InvalidRunIdError, ParallelError, ResponseValidationError
 from parallel_tasks.lineage import build_record, canonical_json, render_markdown
 from parallel_tasks.models import TaskRunInput, ValidationReport
-from parallel_tasks.validation import validate_task_run_input
+from parallel_tasks.validation import check_task_run_input
 
 # The thread method: a client stuck in epoll_wait without a timeout is not woken by SIGALRM if the signal
 # lands on another thread (the raw server's), so only the thread method is sure to end a hang.
@@ -336,7 +336,7 @@ def check_error(error: BaseException) -> None:
 
 def check_parsed(run_input: TaskRunInput) -> None:
     """A parsed input goes through the validation and the audit record without raising."""
-    report = validate_task_run_input(run_input)
+    report = check_task_run_input(run_input)
     assert isinstance(report, ValidationReport) and report.verdict in ("valid", "valid_with_warnings", "invalid")
     if not _finite(run_input):  # a number that overflows to inf (1e400): refused with a clear error
         with pytest.raises(ValueError, match="cannot be recorded as canonical JSON"):
@@ -353,7 +353,7 @@ def check_raw_body(body: bytes) -> None:
         decoded = json.loads(body)
     except (ValueError, RecursionError):  # not JSON, or too deep for the stdlib decoder: nothing to validate
         return
-    report = validate_task_run_input(decoded)
+    report = check_task_run_input(decoded)
     assert isinstance(report, ValidationReport)
     if not isinstance(decoded, dict):
         assert report.verdict == "invalid"
@@ -573,7 +573,7 @@ def test_default_async_transport_turns_any_raw_response_into_an_input_or_a_paral
 @settings(FUZZ, max_examples=300)
 @given(body=st.one_of(near_valid_bodies, json_values, st.dictionaries(st.text(max_size=12), json_values)))
 def test_validation_reports_on_any_decoded_body(body: Any) -> None:
-    report = validate_task_run_input(body)
+    report = check_task_run_input(body)
     assert isinstance(report, ValidationReport)
     json.dumps(report.model_dump(mode="json"))  # the report itself is plain JSON
 
@@ -602,7 +602,7 @@ def test_validation_of_deep_decoded_structures_never_raises(depth: int, leaf: An
         {"processor": "core", "input": {"a": 1}, "task_spec": {"input_schema": {"type": "json", "json_schema": deep}}},
         {"processor": "core", "input": "q", "task_spec": {"output_schema": {"type": "json", "json_schema": deep}}},
     ):
-        assert isinstance(validate_task_run_input(body), ValidationReport)
+        assert isinstance(check_task_run_input(body), ValidationReport)
 
 
 # --- the library bugs this suite found, pinned down ---------------------------------------------
@@ -678,12 +678,13 @@ def test_nan_and_infinity_are_refused_by_the_client(client: str, number: bytes) 
 
 
 @pytest.mark.parametrize("number", [b"1e400", b"-" + b"9" * 400 + b".5"])
-def test_a_number_that_overflows_is_refused_when_recorded(number: bytes) -> None:
+def test_a_number_that_overflows_is_refused_by_the_client_and_when_recorded(number: bytes) -> None:
     body = b'{"processor":"core","input":"q","metadata":{"score":%s}}' % number
-    run_input, _ = sync_outcome("trun_inf", [Reply(200, body)], 32 * 1024 * 1024)
-    assert run_input is not None and run_input.metadata is not None
-    assert math.isinf(run_input.metadata["score"])  # what any JSON parser makes of it
-    report = validate_task_run_input(run_input)
+    fetched, handler = sync_outcome("trun_inf", [Reply(200, body)], 32 * 1024 * 1024)
+    assert fetched is None and len(handler.requests) == 1
+    run_input = TaskRunInput.model_validate_json(body)  # an input parsed elsewhere, then recorded
+    assert run_input.metadata is not None and math.isinf(run_input.metadata["score"])
+    report = check_task_run_input(run_input)
     with pytest.raises(ValueError, match="cannot be recorded as canonical JSON: it holds NaN or an infinite number"):
         build_record("trun_inf", run_input, report, base_url=BASE_URL)
 
@@ -725,7 +726,7 @@ def test_validation_of_a_decoded_body_near_the_recursion_limit_never_raises() ->
                 body = json.loads(text)  # a body as a JSON decoder returns it
             except RecursionError:
                 continue
-            assert isinstance(validate_task_run_input(body), ValidationReport)
+            assert isinstance(check_task_run_input(body), ValidationReport)
             validated += 1
         return validated
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from flows.audit_run_inputs import audit_run_inputs
 from parallel_tasks.emulator import Emulator, FaultConfig, demo_runs
 from parallel_tasks.errors import error_class_for_status
+from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.lineage import status_for_error
 from tests.reliability.conftest import (
     RELIABILITY_KEY,
@@ -84,6 +84,7 @@ def test_final_errors_are_recorded_and_every_other_run_completes(
         "not_found": 4,
         "unauthorized": 7,
         "failed": 6,
+        "not_stored": 0,
     }
 
     runs = stored_runs(folder)
@@ -146,14 +147,14 @@ def test_a_run_whose_recording_raises_costs_only_its_own_run(
     slug, folder = storage
     run_ids = [f"trun_{0xC0C00000 + number:032x}" for number in range(12)]
     broken = run_ids[5]
-    real_validate = tasks._validate
+    real_validate = tasks.acheck_task_run_input
 
-    def validate(run_input: Any) -> Any:
+    async def validate(run_input: Any) -> Any:
         if run_input.input == f"question of {broken}":
             raise KeyError("simulated bug in the validation")
-        return real_validate(run_input)
+        return await real_validate(run_input)
 
-    monkeypatch.setattr(tasks, "_validate", validate)
+    monkeypatch.setattr(tasks, "acheck_task_run_input", validate)
 
     def answer(scope: Any, headers: dict[str, str]) -> tuple[int, list[tuple[str, str]], bytes]:
         run_id = scope["path"].split("/")[4]

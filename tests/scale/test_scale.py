@@ -168,7 +168,7 @@ source.deploy(
 
 AUDIT = """
 import os, sys, time
-from flows.audit_run_inputs import audit_run_inputs
+from parallel_tasks.flows import audit_run_inputs
 started = time.monotonic()
 state = audit_run_inputs(
     run_ids_file=os.environ["SCALE_IDS"],

@@ -22,17 +22,6 @@ from prefect.filesystems import LocalFileSystem
 
 from parallel_tasks import manifests
 from parallel_tasks.emulator import generate_runs
-from parallel_tasks.lineage import (
-    build_failure_record,
-    build_record,
-    canonical_json,
-    content_key,
-    latest_key,
-    record_hash,
-    sha256_hex,
-    store_record,
-    verify_record,
-)
 from parallel_tasks.manifests import (
     ManifestKey,
     append_manifest,
@@ -42,7 +31,18 @@ from parallel_tasks.manifests import (
     verify_inclusion,
 )
 from parallel_tasks.models import RunInputRecord, TaskRunInput
-from parallel_tasks.validation import validate_task_run_input
+from parallel_tasks.records import (
+    build_failure_record,
+    build_record,
+    canonical_json,
+    content_key,
+    latest_key,
+    record_hash,
+    sha256_hex,
+    verify_record,
+)
+from parallel_tasks.storage import store_record
+from parallel_tasks.validation import check_task_run_input
 from parallel_tasks.verify import LocalStore, Report, main, prove, verify_store
 
 RUNS = generate_runs(6, seed=5)
@@ -63,7 +63,7 @@ async def audit(
             body["metadata"] = {**body.get("metadata", {}), "edited": "yes"}
         run_input = TaskRunInput.model_validate(body)
         record = build_record(
-            run_id, run_input, validate_task_run_input(run_input), base_url="http://api", flow_run_id=flow_run_id
+            run_id, run_input, check_task_run_input(run_input), base_url="http://api", flow_run_id=flow_run_id
         )
         stored.append(await store_record(storage, record))
     await append_manifest(storage, stored, chain=CHAIN, flow_run_id=flow_run_id, key=key)
@@ -134,7 +134,7 @@ def test_whole_record_hash_covers_every_field(store: Path, field: str, value: An
 def test_legacy_records_are_read_and_named_as_such(tmp_path: Path) -> None:
     run_id = RUN_IDS[0]
     run_input = TaskRunInput.model_validate(RUNS[run_id])
-    legacy = build_record(run_id, run_input, validate_task_run_input(run_input), base_url="http://api")
+    legacy = build_record(run_id, run_input, check_task_run_input(run_input), base_url="http://api")
     assert legacy.record_version == 1 and legacy.record_sha256 is None
     assert verify_record(canonical_json(legacy.model_dump(mode="json"))).record_version == 1
     folder = tmp_path / "legacy"
@@ -517,7 +517,7 @@ def test_timestamps_order_the_rollback_check() -> None:
     """started_at never lies after created_at, whatever the records' clocks say."""
     later = datetime.now(timezone.utc) + timedelta(hours=1)
     run_input = TaskRunInput.model_validate(RUNS[RUN_IDS[0]])
-    record = build_record(RUN_IDS[0], run_input, validate_task_run_input(run_input), base_url="u", fetched_at=later)
+    record = build_record(RUN_IDS[0], run_input, check_task_run_input(run_input), base_url="u", fetched_at=later)
     manifest = manifests.build_manifest([record], chain=CHAIN, sequence=1, previous=[], flow_run_id=None)
     assert manifest["started_at"] <= manifest["created_at"]
 
@@ -561,7 +561,7 @@ def test_remote_storage_through_fsspec() -> None:
             stored = []
             for run_id in RUN_IDS[:3]:
                 run_input = TaskRunInput.model_validate(RUNS[run_id])
-                record = build_record(run_id, run_input, validate_task_run_input(run_input), base_url="http://api")
+                record = build_record(run_id, run_input, check_task_run_input(run_input), base_url="http://api")
                 stored.append(await store_record(storage, record))
             await append_manifest(storage, stored, chain=CHAIN, flow_run_id=f"flow-{number}")
 

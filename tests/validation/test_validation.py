@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from parallel_tasks import validation
+from parallel_tasks import _schema_bounds, _schema_rules, validation
 from parallel_tasks.models import TaskRunInput, ValidationReport, Violation
-from parallel_tasks.validation import KNOWN_PROCESSORS, validate_task_run_input
+from parallel_tasks.validation import KNOWN_PROCESSORS, check_task_run_input
 from tests.conftest import spec_examples
 
 FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -209,7 +209,7 @@ CASES: list[tuple[str, Any, list[tuple[str, str, str]], str]] = [
 
 @pytest.mark.parametrize(("body", "expected", "fragment"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_rule(body: Any, expected: list[tuple[str, str, str]], fragment: str) -> None:
-    report = validate_task_run_input(body)
+    report = check_task_run_input(body)
     assert_well_formed(report)
     assert triples(report) == expected
     if expected:
@@ -230,7 +230,7 @@ TYPED_CASES = [case for case in CASES if _kept_by_the_model(case[1])]
 @pytest.mark.parametrize(("body", "expected"), [c[1:3] for c in TYPED_CASES], ids=[c[0] for c in TYPED_CASES])
 def test_typed_input_gets_the_same_report(body: dict[str, Any], expected: list[tuple[str, str, str]]) -> None:
     """A TaskRunInput is checked through its JSON dump: the same findings as its raw body."""
-    assert triples(validate_task_run_input(TaskRunInput.model_validate(body))) == expected
+    assert triples(check_task_run_input(TaskRunInput.model_validate(body))) == expected
 
 
 def test_most_cases_also_run_typed() -> None:
@@ -238,14 +238,14 @@ def test_most_cases_also_run_typed() -> None:
 
 
 def test_valid_body_has_no_violations() -> None:
-    report = validate_task_run_input(VALID)
+    report = check_task_run_input(VALID)
     assert report.violations == ()
     assert report.verdict == "valid"
 
 
 @pytest.mark.parametrize("processor", sorted(KNOWN_PROCESSORS))
 def test_known_processors_pass(processor: str) -> None:
-    assert validate_task_run_input(body_with((("processor",), processor))).violations == ()
+    assert check_task_run_input(body_with((("processor",), processor))).violations == ()
 
 
 def test_known_processors_are_the_documented_ones() -> None:
@@ -255,14 +255,12 @@ def test_known_processors_are_the_documented_ones() -> None:
 
 def test_boundaries_pass() -> None:
     body = body_with((("metadata",), {"k" * 16: "v" * 512, "b": False, "i": -(10**511) + 1, "f": -1.5e300}))
-    assert validate_task_run_input(body).violations == ()
+    assert check_task_run_input(body).violations == ()
 
 
 def test_previews_are_shortened_to_80_characters() -> None:
     long_key = "k" * 100
-    report = validate_task_run_input(
-        body_with((("metadata", long_key), "v" * 1000), (("metadata", "my_key"), "w" * 1000))
-    )
+    report = check_task_run_input(body_with((("metadata", long_key), "v" * 1000), (("metadata", "my_key"), "w" * 1000)))
     previews = {(v.path, v.rule): v.preview for v in report.violations}
     assert previews == {
         (f"$.metadata.{long_key}", "metadata.key_too_long"): "k" * 79 + "…",
@@ -272,7 +270,7 @@ def test_previews_are_shortened_to_80_characters() -> None:
 
 
 def test_key_too_long_previews_the_key() -> None:
-    (violation,) = validate_task_run_input(body_with((("metadata", "customer_reference"), "x"))).violations
+    (violation,) = check_task_run_input(body_with((("metadata", "customer_reference"), "x"))).violations
     assert violation.preview == "customer_reference"
     assert "18 characters" in violation.message
 
@@ -289,7 +287,7 @@ def test_many_broken_rules_are_reported_at_once() -> None:
         (("input", "year"), "2023"),
         (("task_spec", "output_schema", "json_schema", "required"), "gdp"),
     )
-    report = validate_task_run_input(body)
+    report = check_task_run_input(body)
     assert_well_formed(report)
     assert triples(report) == [
         ("$.processor", "processor.unknown", "warning"),
@@ -308,7 +306,7 @@ def test_many_broken_rules_are_reported_at_once() -> None:
 
 
 def test_warnings_alone_keep_the_input_valid() -> None:
-    report = validate_task_run_input(body_with((("processor",), "turbo")))
+    report = check_task_run_input(body_with((("processor",), "turbo")))
     assert report.valid
     assert report.verdict == "valid_with_warnings"
 
@@ -318,8 +316,8 @@ SPEC_200 = [(label, body) for _, label, status, body in spec_examples() if statu
 
 @pytest.mark.parametrize(("label", "body"), SPEC_200, ids=[label for label, _ in SPEC_200])
 def test_spec_examples_are_valid(label: str, body: dict[str, Any]) -> None:
-    assert validate_task_run_input(body).violations == ()
-    assert validate_task_run_input(TaskRunInput.model_validate(body)).violations == ()
+    assert check_task_run_input(body).violations == ()
+    assert check_task_run_input(TaskRunInput.model_validate(body)).violations == ()
 
 
 def test_spec_examples_were_found() -> None:
@@ -336,17 +334,17 @@ def test_docstring_examples_run() -> None:
 def fresh_schema_caches() -> Iterator[None]:
     """Schema verdicts are cached by schema text: a test that changes how schemas are checked starts and
     ends with empty caches, so it neither sees nor leaves a cached verdict."""
-    for cache in (validation._cached_schema_violations, validation._cached_validator):
+    for cache in (_schema_rules._cached_schema_violations, _schema_rules._cached_validator):
         cache.cache_clear()
     yield
-    for cache in (validation._cached_schema_violations, validation._cached_validator):
+    for cache in (_schema_rules._cached_schema_violations, _schema_rules._cached_validator):
         cache.cache_clear()
 
 
 def test_schema_verdicts_are_cached_by_schema_text(fresh_schema_caches: None) -> None:
-    validate_task_run_input(VALID)
-    validate_task_run_input(json.loads(json.dumps(VALID)))
-    assert validation._cached_schema_violations.cache_info().hits >= 2
+    check_task_run_input(VALID)
+    check_task_run_input(json.loads(json.dumps(VALID)))
+    assert _schema_rules._cached_schema_violations.cache_info().hits >= 2
 
 
 @pytest.mark.usefixtures("fresh_schema_caches")
@@ -355,8 +353,8 @@ def test_unexpected_jsonschema_exception_becomes_a_violation(monkeypatch: pytest
         raise RuntimeError("boom")
         yield
 
-    monkeypatch.setattr(Draft202012Validator, "iter_errors", explode)
-    report = validate_task_run_input(VALID)
+    monkeypatch.setattr(_schema_bounds.BoundedValidator, "iter_errors", explode)
+    report = check_task_run_input(VALID)
     assert [(v.path, v.rule) for v in report.violations] == [
         ("$.task_spec.input_schema.json_schema", "input_schema.unusable"),
         ("$.task_spec.output_schema.json_schema", "output_schema.unusable"),
@@ -384,14 +382,14 @@ def with_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 @given(metadata_within_limits)
 def test_metadata_within_limits_passes(metadata: dict[str, Any]) -> None:
     body = with_metadata(metadata)
-    assert validate_task_run_input(body).violations == ()
-    assert validate_task_run_input(TaskRunInput.model_validate(body)).violations == ()
+    assert check_task_run_input(body).violations == ()
+    assert check_task_run_input(TaskRunInput.model_validate(body)).violations == ()
 
 
 @FUZZ
 @given(metadata_within_limits, st.text(min_size=17, max_size=60), values)
 def test_a_key_too_long_fails_at_its_path(metadata: dict[str, Any], key: str, value: Any) -> None:
-    report = validate_task_run_input(with_metadata({**metadata, key: value}))
+    report = check_task_run_input(with_metadata({**metadata, key: value}))
     (violation,) = report.violations
     assert (violation.rule, violation.severity) == ("metadata.key_too_long", "error")
     assert unescape_metadata_key(violation.path) == key
@@ -401,7 +399,7 @@ def test_a_key_too_long_fails_at_its_path(metadata: dict[str, Any], key: str, va
 @FUZZ
 @given(metadata_within_limits, keys, st.text(min_size=513, max_size=700))
 def test_a_value_too_long_fails_at_its_path(metadata: dict[str, Any], key: str, value: str) -> None:
-    report = validate_task_run_input(with_metadata({**metadata, key: value}))
+    report = check_task_run_input(with_metadata({**metadata, key: value}))
     (violation,) = report.violations
     assert (violation.rule, violation.severity) == ("metadata.value_too_long", "error")
     assert unescape_metadata_key(violation.path) == key
@@ -411,7 +409,7 @@ def test_a_value_too_long_fails_at_its_path(metadata: dict[str, Any], key: str, 
 @FUZZ
 @given(st.from_regex(r"[A-Za-z0-9_-]{17,30}", fullmatch=True))
 def test_plain_keys_get_a_dotted_path(key: str) -> None:
-    (violation,) = validate_task_run_input(with_metadata({key: 1})).violations
+    (violation,) = check_task_run_input(with_metadata({key: 1})).violations
     assert violation.path == f"$.metadata.{key}"
 
 
@@ -470,7 +468,7 @@ def no_io() -> Iterator[list[str]]:
 
 def validate_without_io(body: Any) -> ValidationReport:
     with no_io() as attempts:
-        report = validate_task_run_input(body)
+        report = check_task_run_input(body)
     assert attempts == []
     assert_well_formed(report)
     return report

@@ -49,6 +49,12 @@ BLOCK_NAME = "parallel"
 WORK_POOL = "parallel-process"
 PREFECT_FILE = Path("deployments") / "prefect.yaml"
 UNCHANGED = "unchanged"
+SETUP_HELP = "make a Prefect server ready to run the example flows on a schedule"
+SETUP_DESCRIPTION = (
+    "Make the Prefect server at PREFECT_API_URL ready to run the example flows on a schedule: register the block"
+    " types, save the ParallelCredentials block (from PARALLEL_API_KEY, or --emulator), create the work pool and"
+    " deploy deployments/prefect.yaml. Each step changes only what differs, so it can run again at any time."
+)
 
 
 class SetupError(Exception):
@@ -76,11 +82,11 @@ def register_block_types(client: SyncPrefectClient) -> str:
 
 def _wanted_key(emulator: str | None) -> SecretStr | None:
     """The key to store: ``PARALLEL_API_KEY``, else the emulator's default key when ``--emulator`` is given."""
-    from parallel_tasks.credentials import API_KEY_ENV_VAR
+    from parallel_tasks.settings import get_settings
 
-    key = os.environ.get(API_KEY_ENV_VAR, "").strip()
-    if key:
-        return SecretStr(key)
+    key = get_settings().api_key
+    if key is not None:
+        return key
     if emulator:
         from parallel_tasks.emulator.core import DEFAULT_API_KEY  # the emulator's well-known test key
 
@@ -90,10 +96,10 @@ def _wanted_key(emulator: str | None) -> SecretStr | None:
 
 def save_credentials(name: str, emulator: str | None = None) -> str:
     """Create or update the ``ParallelCredentials`` block ``name``; other fields of an existing block are kept."""
-    from parallel_tasks.client import DEFAULT_BASE_URL
-    from parallel_tasks.credentials import API_KEY_ENV_VAR, BASE_URL_ENV_VAR, ParallelCredentials
+    from parallel_tasks.credentials import ParallelCredentials
+    from parallel_tasks.settings import API_KEY_ENV_VAR, get_settings
 
-    base_url = emulator or os.environ.get(BASE_URL_ENV_VAR, "").strip() or DEFAULT_BASE_URL
+    base_url = emulator or get_settings().base_url
     key = _wanted_key(emulator)
     try:
         existing: ParallelCredentials | None = cast(ParallelCredentials, ParallelCredentials.load(name))
@@ -231,7 +237,7 @@ def outdated_deployments(client: SyncPrefectClient, prefect_file: Path, project_
 
 def deploy(client: SyncPrefectClient, project_dir: Path, prefect_file: Path = PREFECT_FILE) -> str:
     """Run ``prefect deploy --all`` when a deployment is missing or differs; the key stays out of its environment."""
-    from parallel_tasks.credentials import API_KEY_ENV_VAR
+    from parallel_tasks.settings import API_KEY_ENV_VAR
 
     prefect_file = project_dir / prefect_file
     if not prefect_file.is_file():
@@ -239,7 +245,7 @@ def deploy(client: SyncPrefectClient, project_dir: Path, prefect_file: Path = PR
     outdated = outdated_deployments(client, prefect_file, project_dir)
     if not outdated:
         return UNCHANGED
-    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV_VAR}
+    env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV_VAR}  # the subprocess's, not a setting
     command = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all", "--prefect-file", str(prefect_file)]
     done = subprocess.run(command, cwd=project_dir, env=env, capture_output=True, text=True, check=False)  # noqa: S603
     if done.returncode != 0:
@@ -291,13 +297,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"setup: {error}", file=sys.stderr)
         return 1
     print("setup: done" if changed else f"setup: {UNCHANGED}")
+    print(next_steps(project_dir, args.no_deploy))
     return 0
+
+
+def next_steps(project_dir: Path, no_deploy: bool) -> str:
+    """What to run next (a worker for the deployments, or the serving process) and where to watch the runs."""
+    from parallel_tasks._prefect_server import ui_address
+
+    bin_dir = Path(sys.executable).parent
+    if bin_dir.is_relative_to(project_dir):  # the project's virtualenv: say .venv/bin/...
+        bin_dir = bin_dir.relative_to(project_dir)
+    if no_deploy:
+        start = f"serve the flows, from the repository root:\n  {bin_dir / 'python'} deployments/serve.py"
+    else:
+        start = f"start a worker, from the repository root:\n  {bin_dir / 'prefect'} worker start --pool {WORK_POOL}"
+    return f"Next: {start}\nThen watch the runs at {ui_address()}/runs"
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m parallel_tasks setup [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m parallel_tasks")
+    parser = argparse.ArgumentParser(prog="python -m parallel_tasks", description="prefect-parallel-tasks commands.")
     commands = parser.add_subparsers(dest="command", required=True)
-    add_arguments(commands.add_parser("setup", help=__doc__.splitlines()[0] if __doc__ else None))
+    add_arguments(commands.add_parser("setup", help=SETUP_HELP, description=SETUP_DESCRIPTION))
     commands.add_parser("verify", help="check the audit trail (python -m parallel_tasks verify --help)")
     return run(parser.parse_args(argv))

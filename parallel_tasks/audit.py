@@ -1,0 +1,314 @@
+"""The audit's run strategies: batches (the default), one task per run (``.map``), chunks across workers.
+
+Each strategy fetches, validates and records every run it is given and returns one outcome record per run,
+fetched or not: one failing run (or batch, or chunk) never loses the others' records. The flow that picks a
+strategy and summarizes is :func:`parallel_tasks.flows.audit_run_inputs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+from uuid import UUID
+
+from prefect import get_run_logger, unmapped
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.context import FlowRunContext
+from prefect.deployments import run_deployment
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+from prefect.utilities.asyncutils import run_coro_as_sync
+
+from parallel_tasks.credentials import ParallelCredentials
+from parallel_tasks.models import RunInputRecord
+from parallel_tasks.records import build_failure_record
+from parallel_tasks.redaction import redact_text
+from parallel_tasks.settings import DASK_ENV_VAR, get_settings
+from parallel_tasks.storage import read_latest, resolve_storage
+from parallel_tasks.tasks import (
+    audit_run_inputs_batch,
+    materialize_run_input_assets,
+    record_task_run_input_failure,
+    record_task_run_input_lineage,
+    retrieve_task_run_input,
+    validate_task_run_input,
+)
+
+__all__ = [
+    "DASK_ENV_VAR",
+    "BatchOptions",
+    "ChunkParameters",
+    "audit_in_batches",
+    "audit_in_chunks",
+    "audit_with_map",
+    "load_run_ids",
+    "task_runner_from_environment",
+]
+
+PARALLEL_BATCHES = 4
+CHUNK_POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What every batch task of an audit gets besides its run ids.
+
+    Attributes:
+        concurrency: Requests in flight at once, over all batches.
+        storage: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
+        artifacts: Also create each run's markdown and metadata artifacts.
+    """
+
+    concurrency: int
+    storage: str | None = None
+    artifacts: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkParameters:
+    """The parameters a chunk's flow run gets besides its run ids (never a key: parameters are stored)."""
+
+    credentials_block: str | None
+    max_concurrency: int
+    batch_size: int | None
+    storage_block: str | None
+    per_run_artifacts: bool
+
+    def for_chunk(self, run_ids: list[str]) -> dict[str, Any]:
+        return {
+            "credentials_block": self.credentials_block,
+            "max_concurrency": self.max_concurrency,
+            "batch_size": self.batch_size,
+            "storage_block": self.storage_block,
+            "per_run_artifacts": self.per_run_artifacts,
+            "fail_on_errors": False,
+            "run_ids": run_ids,
+        }
+
+
+def task_runner_from_environment() -> TaskRunner[Any]:
+    """The task runner for the batches, chosen by configuration, not code.
+
+    ``PARALLEL_TASKS_DASK_ADDRESS`` unset: Prefect's thread pool. ``local`` or ``local:N``: a Dask
+    LocalCluster of N worker processes (2 by default). Anything else: the address of a running Dask
+    scheduler (``tcp://scheduler:8786``). Dask needs the extra: ``pip install 'prefect-parallel-tasks[dask]'``.
+    """
+    address = get_settings().tasks_dask_address
+    if not address:
+        return ThreadPoolTaskRunner()
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    if address == "local" or address.startswith("local:"):
+        workers = int(address.partition(":")[2] or 2)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    return DaskTaskRunner(address=address)
+
+
+def load_run_ids(path: str | Path) -> list[str]:
+    """Run ids from a file: a JSON list, or one id per line (blank lines and ``#`` comments skipped)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        ids = json.loads(text)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError(f"{path}: a JSON run-id file must hold a list of strings")
+        return ids
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+class _Collector:
+    """Gathers the outcome of each batch as it finishes: materializes its assets and logs progress
+    about every 10%. A batch that broke as a whole counts as a failure of each of its runs."""
+
+    def __init__(self, total: int, base_url: str, secrets: tuple[str, ...] = ()) -> None:
+        self.total, self.base_url, self._secrets = total, base_url, secrets
+        self.records: list[RunInputRecord] = []
+        self._next_progress = 10
+        self._logger = get_run_logger()
+
+    def add(self, batch: list[str], outcome: list[RunInputRecord] | BaseException, last: bool) -> None:
+        if isinstance(outcome, BaseException):
+            self._logger.error("A batch of %d runs failed: %s", len(batch), redact_text(str(outcome), self._secrets))
+            outcome = [
+                build_failure_record(run_id, outcome, base_url=self.base_url, secrets=self._secrets) for run_id in batch
+            ]
+        self.records += outcome
+        materialize_run_input_assets(outcome, name="materialize-run-inputs")
+        percent = 100 * len(self.records) // self.total
+        if percent >= self._next_progress or last:
+            failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in self.records)
+            unstored = sum(r.status == "not_stored" for r in self.records)
+            self._logger.info(
+                "Progress: %d/%d runs (%d%%), %d not fetched, %d not stored",
+                len(self.records),
+                self.total,
+                percent,
+                failed,
+                unstored,
+            )
+            self._next_progress = (percent // 10 + 1) * 10
+
+
+def audit_in_batches(
+    run_ids: list[str], batch_size: int | None, credentials: ParallelCredentials, options: BatchOptions
+) -> list[RunInputRecord]:
+    """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them: never
+    more batches at once than ``concurrency``, each with its share of it).
+
+    With Prefect's default thread-pool runner the batches share one event loop: threads each running
+    a loop would only fight over the GIL. Any other runner (Dask, say) gets them through ``submit``.
+    """
+    size = batch_size or max(50, math.ceil(len(run_ids) / 10))
+    batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
+    width = min(PARALLEL_BATCHES, len(batches), options.concurrency)
+    options = BatchOptions(max(1, options.concurrency // width), options.storage, options.artifacts)
+    collector = _Collector(len(run_ids), credentials.base_url, credentials.secrets_in_use())
+    context = FlowRunContext.get()
+    if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
+        run_coro_as_sync(_in_one_loop(batches, width, credentials, options, collector))
+    else:
+        _through_task_runner(batches, width, credentials, options, collector)
+    return collector.records
+
+
+async def _in_one_loop(
+    batches: list[list[str]], width: int, credentials: ParallelCredentials, options: BatchOptions, collector: _Collector
+) -> None:
+    limit = asyncio.Semaphore(width)
+
+    async def run(number: int, batch: list[str]) -> tuple[list[str], Any]:
+        async with limit:
+            state: State[list[RunInputRecord]] = await audit_run_inputs_batch(  # type: ignore[misc]
+                batch,
+                credentials,
+                concurrency=options.concurrency,
+                storage=options.storage,
+                artifacts=options.artifacts,
+                batch_number=number,
+                return_state=True,
+            )
+        return batch, await state.aresult(raise_on_failure=False)
+
+    pending = [run(number, batch) for number, batch in enumerate(batches, start=1)]
+    for done, finished in enumerate(asyncio.as_completed(pending), start=1):
+        batch, outcome = await finished
+        collector.add(batch, outcome, last=done == len(batches))
+
+
+def _through_task_runner(
+    batches: list[list[str]], width: int, credentials: ParallelCredentials, options: BatchOptions, collector: _Collector
+) -> None:
+    waiting = list(enumerate(batches, start=1))
+    running: dict[PrefectFuture[list[RunInputRecord]], list[str]] = {}
+    while waiting or running:
+        while waiting and len(running) < width:
+            number, batch = waiting.pop(0)
+            submitted = audit_run_inputs_batch.submit(  # typed as a future of a coroutine; it holds the records
+                batch,
+                credentials,
+                concurrency=options.concurrency,
+                storage=options.storage,
+                artifacts=options.artifacts,
+                batch_number=number,
+            )
+            running[cast("PrefectFuture[list[RunInputRecord]]", submitted)] = batch
+        future = next(as_completed(list(running)))
+        batch = running.pop(future)
+        collector.add(batch, future.result(raise_on_failure=False), last=not (waiting or running))
+
+
+def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options: BatchOptions) -> list[RunInputRecord]:
+    """One task run per run id and step (``use_map=True``), mapped ``options.concurrency`` run ids at a time
+    (Prefect's thread pool would otherwise run every fetch at once)."""
+    concurrency, storage, artifacts = options.concurrency, options.storage, options.artifacts
+    fetched: list[PrefectFuture[Any]] = []
+    for start in range(0, len(run_ids), concurrency):
+        window = retrieve_task_run_input.map(run_ids[start : start + concurrency], credentials=unmapped(credentials))
+        window.wait()
+        fetched += window
+    records: list[RunInputRecord] = []
+    for run_id, future in zip(run_ids, fetched, strict=True):
+        outcome = future.result(raise_on_failure=False)
+        if isinstance(outcome, BaseException):
+            records.append(
+                record_task_run_input_failure(
+                    run_id, outcome, base_url=credentials.base_url, storage=storage, credentials=credentials
+                )
+            )
+            continue
+        report = validate_task_run_input(outcome)
+        records.append(
+            record_task_run_input_lineage(
+                run_id,
+                outcome,
+                report,
+                base_url=credentials.base_url,
+                storage=storage,
+                artifacts=artifacts,
+                credentials=credentials,
+            )
+        )
+    materialize_run_input_assets(records)
+    return records
+
+
+def audit_in_chunks(
+    run_ids: list[str], chunk_size: int, deployment: str, parameters: ChunkParameters, base_url: str
+) -> list[RunInputRecord]:
+    """Run each chunk of run ids as a flow run of ``deployment`` (so any worker may take it), wait for
+    them all, then gather every run's outcome from the record storage, the source of truth."""
+    logger = get_run_logger()
+    chunks = [run_ids[i : i + chunk_size] for i in range(0, len(run_ids), chunk_size)]
+    children: dict[UUID, list[str]] = {}
+    for number, chunk in enumerate(chunks, start=1):
+        child: FlowRun = run_deployment(  # type: ignore[assignment]
+            deployment,
+            parameters=parameters.for_chunk(chunk),
+            flow_run_name=f"audit-chunk-{number}-of-{len(chunks)}",
+            timeout=0,
+        )
+        children[child.id] = chunk
+    logger.info("Started %d chunk flow runs of %s (%d runs each)", len(chunks), deployment, chunk_size)
+    finished = _wait_for_flow_runs(list(children), logger)
+    return run_coro_as_sync(_gather_outcomes(children, finished, parameters.storage_block, base_url))
+
+
+def _wait_for_flow_runs(ids: list[UUID], logger: Any) -> dict[UUID, FlowRun]:
+    """Poll until every flow run is in a final state, logging as chunks finish."""
+    done: dict[UUID, FlowRun] = {}
+    with get_client(sync_client=True) as client:
+        while len(done) < len(ids):
+            time.sleep(CHUNK_POLL_SECONDS)
+            pending = [i for i in ids if i not in done]
+            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=pending))):
+                if run.state is not None and run.state.is_final():
+                    done[run.id] = run
+                    logger.info("Chunk %s finished: %s (%d/%d)", run.name, run.state.name, len(done), len(ids))
+    return done
+
+
+async def _gather_outcomes(
+    children: dict[UUID, list[str]], finished: dict[UUID, FlowRun], storage_block: str | None, base_url: str
+) -> list[RunInputRecord]:
+    """Each run's latest record, if its chunk's flow run wrote it; else a failure naming the chunk."""
+    storage = await resolve_storage(storage_block)
+    limit = asyncio.Semaphore(64)
+
+    async def outcome(child_id: UUID, run_id: str) -> RunInputRecord:
+        async with limit:
+            latest = await read_latest(storage, run_id)
+        if latest is not None and latest.flow_run_id == str(child_id):
+            return latest
+        run = finished[child_id]
+        state = run.state.name if run.state else "unknown"
+        return build_failure_record(
+            run_id, RuntimeError(f"chunk flow run {run.name} ended {state} without a record"), base_url=base_url
+        )
+
+    return list(await asyncio.gather(*(outcome(child, run_id) for child, ids in children.items() for run_id in ids)))

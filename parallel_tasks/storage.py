@@ -1,0 +1,113 @@
+"""Reading and writing audit records in a Prefect filesystem block.
+
+Result storage by default (the local filesystem), or S3, GCS, ... in production. The content record is
+written before the latest pointer, so a crash between the two leaves nothing a rerun does not repair.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from parallel_tasks.models import RunInputRecord
+from parallel_tasks.records import canonical_json, content_key, latest_key, record_hash, seal
+
+if TYPE_CHECKING:
+    from prefect.filesystems import WritableFileSystem
+
+__all__ = ["read_latest", "resolve_storage", "store_record"]
+
+
+async def resolve_storage(storage: WritableFileSystem | str | Path | None = None) -> WritableFileSystem:
+    """The storage for records: the given block, block slug (``s3-bucket/audit``) or path, else
+    Prefect's default result storage."""
+    from prefect.results import aget_default_result_storage, aresolve_result_storage
+
+    if storage is None:
+        return await aget_default_result_storage()
+    return await aresolve_result_storage(storage)
+
+
+def _local_folder(storage: Any) -> Path | None:
+    """The folder of a local filesystem block; None for any other storage (S3, GCS, ...)."""
+    from prefect.filesystems import LocalFileSystem
+
+    if type(storage) is not LocalFileSystem:
+        return None
+    return Path(storage.basepath or ".").expanduser().absolute()
+
+
+async def _read(storage: Any, key: str) -> bytes:
+    folder = _local_folder(storage)
+    if folder is not None:
+        return (folder / key).read_bytes()
+    method = getattr(storage, "aread_path", None) or storage.read_path
+    result = method(key)
+    return bytes(await result if inspect.isawaitable(result) else result)
+
+
+async def _write(storage: Any, key: str, content: bytes) -> None:
+    """Write one object. On the local filesystem, straight from the event loop (a small file costs less
+    than a thread hop) and atomically (a temporary file renamed into place), so a crash mid-write never
+    leaves a torn record; other blocks write through their own async API."""
+    folder = _local_folder(storage)
+    if folder is None:
+        method = getattr(storage, "awrite_path", None) or storage.write_path
+        result = method(key, content)
+        if inspect.isawaitable(result):
+            await result
+        return
+    target = folder / key
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    partial.write_bytes(content)
+    os.replace(partial, target)
+
+
+async def read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecord | None:
+    """The run's previous outcome, or ``None`` if there is none (or it was left unreadable by a crash)."""
+    try:
+        return RunInputRecord.model_validate_json(await _read(storage, latest_key(run_id)))
+    except Exception:  # a missing key raises differently in every filesystem block
+        return None
+
+
+async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> RunInputRecord:
+    """Store a record and return it as stored in ``latest.json`` (sealed, drift filled in), with its input.
+
+    A content record is written only when its hash is new for the run; the latest pointer always,
+    naming the content record's whole-record hash (carried over while the input is unchanged).
+    """
+    previous = await read_latest(storage, record.run_id)
+    # A failed audit in between keeps the last hash known, so drift is still seen afterwards.
+    previous_sha = (previous.sha256 or previous.previous_sha256) if previous is not None else None
+    digest = record.sha256
+    drift = digest is not None and previous_sha is not None and previous_sha != digest
+    record = record.model_copy(update={"previous_sha256": previous_sha, "drift": drift})
+    content_sha = previous.content_record_sha256 if previous is not None else None
+    if digest is not None and previous_sha != digest:
+        content_sha = await _stored_record_hash(storage, content_key(record.run_id, digest))
+        if content_sha is None:  # new for the run (an input that changes back keeps its first record)
+            content = seal(record)
+            await _write(storage, content_key(record.run_id, digest), _dump(content))
+            content_sha = content.record_sha256
+    pointer = seal(record.model_copy(update={"input": None, "content_record_sha256": content_sha}))
+    await _write(storage, latest_key(record.run_id), _dump(pointer))
+    return pointer.model_copy(update={"input": record.input})
+
+
+async def _stored_record_hash(storage: WritableFileSystem, key: str) -> str | None:
+    """The whole-record hash of a stored record, or ``None`` if there is none (or it is unreadable)."""
+    try:
+        fields = json.loads(await _read(storage, key))
+    except Exception:  # a missing key raises differently in every filesystem block
+        return None
+    return record_hash(fields) if isinstance(fields, dict) else None
+
+
+def _dump(record: RunInputRecord) -> bytes:
+    return canonical_json(record.model_dump(mode="json"))

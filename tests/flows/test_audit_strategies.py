@@ -1,0 +1,62 @@
+"""The audit's strategies in parallel_tasks.audit, piece by piece: the task runner chosen by configuration, and
+how the chunked audit gathers each run's outcome from the store (the chunks themselves run on a worker in the
+end-to-end tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from prefect.client.schemas.objects import FlowRun
+from prefect.states import Completed, Crashed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect_dask.task_runners import DaskTaskRunner
+
+from parallel_tasks.audit import _gather_outcomes, task_runner_from_environment
+from parallel_tasks.records import build_failure_record
+from parallel_tasks.settings import DASK_ENV_VAR
+from parallel_tasks.storage import resolve_storage, store_record
+
+BASE_URL = "https://api.parallel.ai"
+
+
+def test_the_task_runner_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(DASK_ENV_VAR, raising=False)
+    assert isinstance(task_runner_from_environment(), ThreadPoolTaskRunner)
+    monkeypatch.setenv(DASK_ENV_VAR, "local:3")
+    local = task_runner_from_environment()
+    assert isinstance(local, DaskTaskRunner) and local.cluster_kwargs["n_workers"] == 3 and local.address is None
+    monkeypatch.setenv(DASK_ENV_VAR, "local")
+    assert task_runner_from_environment().cluster_kwargs["n_workers"] == 2  # type: ignore[attr-defined]
+    monkeypatch.setenv(DASK_ENV_VAR, " tcp://scheduler:8786 ")
+    remote = task_runner_from_environment()
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://scheduler:8786"
+
+
+def flow_run(name: str, state: object) -> FlowRun:
+    return FlowRun(id=uuid.uuid4(), flow_id=uuid.uuid4(), name=name, state=state)
+
+
+def test_a_chunk_counts_only_the_records_it_wrote(storage: tuple[str, Path]) -> None:
+    """A run's latest record counts for a chunk only when that chunk's flow run wrote it: a record left by an
+    earlier audit, or none at all, makes the run a failure that names the chunk and how it ended."""
+    slug, _ = storage
+    first, second = flow_run("audit-chunk-1-of-2", Completed()), flow_run("audit-chunk-2-of-2", Crashed())
+    written, stale, missing = "trun_written", "trun_stale", "trun_missing"
+
+    async def scenario() -> list[object]:
+        target = await resolve_storage(slug)
+        for run_id, writer in ((written, first.id), (stale, uuid.uuid4())):
+            record = build_failure_record(run_id, RuntimeError("gone"), base_url=BASE_URL)
+            await store_record(target, record.model_copy(update={"flow_run_id": str(writer)}))
+        children = {first.id: [written, stale], second.id: [missing]}
+        return list(await _gather_outcomes(children, {first.id: first, second.id: second}, slug, BASE_URL))
+
+    by_run = {record.run_id: record for record in asyncio.run(scenario())}  # type: ignore[attr-defined]
+    assert sorted(by_run) == sorted([written, stale, missing])
+    assert by_run[written].flow_run_id == str(first.id) and by_run[written].error == "RuntimeError: gone"
+    assert by_run[stale].status == "failed"
+    assert "chunk flow run audit-chunk-1-of-2 ended Completed without a record" in (by_run[stale].error or "")
+    assert "chunk flow run audit-chunk-2-of-2 ended Crashed without a record" in (by_run[missing].error or "")
