@@ -346,6 +346,42 @@ def test_failure_records_are_covered(tmp_path: Path) -> None:
     assert report.clean, report.findings
 
 
+def test_runs_whose_folder_is_not_their_quoted_id_are_matched_to_their_entries(tmp_path: Path) -> None:
+    """A run id too long for a folder name is stored under a hash of it, one starting with ``_`` is escaped;
+    verify finds each run's entries by its folder, so both verify clean, and a deleted folder is named."""
+    folder, long_id = tmp_path / "store", "trun_" + "x" * 300
+    storage = LocalFileSystem(basepath=str(folder))
+    run_input = TaskRunInput.model_validate(RUNS[RUN_IDS[0]])
+
+    async def record_both() -> None:
+        stored = [
+            await store_record(storage, build_record(run_id, run_input, check_task_run_input(run_input), base_url="u"))
+            for run_id in (long_id, "_underscored")
+        ]
+        await append_manifest(storage, stored, chain=CHAIN, flow_run_id="flow-1")
+
+    asyncio.run(record_both())
+    report = check(folder)
+    assert report.clean and report.counts["runs"] == 2, report.findings
+    long_folder = Path(latest_key(long_id)).parent
+    shutil.rmtree(folder / long_folder)
+    assert ("missing", str(long_folder)) in kinds(check(folder))
+
+
+def test_a_run_whose_record_was_not_stored_is_in_no_manifest(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    stored = asyncio.run(audit(folder, RUN_IDS[:2], flow_run_id="flow-1"))
+    unstored = build_failure_record(RUN_IDS[2], OSError("disk full"), base_url="u").model_copy(
+        update={"status": "not_stored"}
+    )
+    written = asyncio.run(
+        append_manifest(LocalFileSystem(basepath=str(folder)), [*stored, unstored], chain=CHAIN, flow_run_id="flow-2")
+    )
+    assert written.count == 2
+    report = check(folder)
+    assert report.clean, report.findings
+
+
 # --- signatures ---------------------------------------------------------------------------------
 
 
