@@ -117,7 +117,8 @@ def audit_run_inputs(
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown and metadata artifacts (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).
-        fail_on_errors: End in a Failed state when any input could not be fetched; the records are kept either way.
+        fail_on_errors: End in a Failed state when any input could not be fetched or stored, or the manifest
+            could not be written; the records are kept either way.
         chunk_size: Split the run ids into chunks of this size and run each as a flow run of
             ``chunk_deployment``, so several workers (on several machines) share the work; the
             results are gathered into this run's summary.
@@ -148,7 +149,7 @@ def audit_run_inputs(
         description=f"Audit of Parallel run inputs: {summary.describe()}",
     )
     logger.info("Audit finished: %s", summary.describe())
-    if fail_on_errors and (summary.not_fetched or summary.not_stored):
+    if fail_on_errors and (summary.not_fetched or summary.not_stored or manifest is None):
         return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)
     return Completed(message=summary.describe(), data=summary)
 
@@ -160,4 +161,6 @@ def _shortfall(summary: AuditSummary) -> str:
         parts.append(f"{summary.not_fetched} of {summary.total} runs could not be fetched")
     if summary.not_stored:
         parts.append(f"{summary.not_stored} of {summary.total} runs were fetched but their records could not be stored")
+    if summary.manifest_sha256 is None:
+        parts.append("the audit's manifest could not be written")
     return "; ".join(parts)

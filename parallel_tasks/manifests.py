@@ -422,13 +422,24 @@ async def _write_and_publish(
 
 def write_audit_manifest(
     records: Iterable[RunInputRecord], storage: WritableFileSystem | str | Path | None = None
-) -> str:
+) -> str | None:
     """Write the manifest of a flow run's records to its chain, publish it as an event, log it, and return
-    its sha256 (for the run's summary artifact and state message). Call it once, after the records."""
+    its sha256 (for the run's summary artifact and state message). Call it once, after the records.
+
+    A manifest that cannot be written (storage or signing key unusable) is logged as an error and gives
+    ``None``: the run's records and summary are kept, and ``verify`` will name its runs as uncovered.
+    """
     from prefect.logging import get_run_logger
     from prefect.utilities.asyncutils import run_coro_as_sync
 
-    written = run_coro_as_sync(_write_and_publish(list(records), storage))
+    from parallel_tasks.redaction import redact_text
+
+    try:
+        written = run_coro_as_sync(_write_and_publish(list(records), storage))
+    except Exception as exc:
+        with contextlib.suppress(Exception):  # outside a run there is no run logger
+            get_run_logger().error("Manifest not written: %s", redact_text(f"{type(exc).__name__}: {exc}", ()))
+        return None
     assert written is not None
     with contextlib.suppress(Exception):  # outside a run there is no run logger; the event still went out
         get_run_logger().info(
