@@ -9,7 +9,8 @@
 3. A Prefect server (temporary ``PREFECT_HOME``) and (d) the audit flow (``flow_worker.py``), the
    targeted configurations first, the rest while the time budget lasts; then the audit at the largest N
    with OpenLineage off and on (``openlineage_overhead.py``, written to ``results/openlineage.md``).
-4. The one-off start-up cost of Prefect's ephemeral server, the server above stopped.
+4. The one-off start-up cost of Prefect's ephemeral server, the server above stopped; then
+   ``verify`` over 100,000 generated records (``verify.py``).
 5. ``results/latest.json``, ``latest.md`` (table, machine, PASS/MISS targets) and ``latest.png``.
 
 A measurement that fails or times out becomes an error cell; every process started here is
@@ -52,6 +53,7 @@ TARGETED_FLOWS = ((50.0, 1_000, 64), (50.0, 10_000, 64))
 CLIENT_TIMEOUT_S = 300
 FLOW_TIMEOUT_S = 900
 STARTUP_TIMEOUT_S = 240
+VERIFY_TIMEOUT_S = 1_800  # generating 100,000 records, then verifying them
 
 
 def log(message: str) -> None:
@@ -288,6 +290,8 @@ def main() -> None:
     try:
         log("ephemeral server start-up")
         data["startup"] = measure_startup(home)
+        log("verify over 100,000 records on local disk")
+        data["verify"] = run_worker([sys.executable, "verify.py"], clean_env(home), VERIFY_TIMEOUT_S)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     data["total_s"] = time.monotonic() - started

@@ -52,6 +52,10 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "ResponseValidationError",
         "UnprocessableEntityError",
     ),
+    "parallel_tasks.manifests": (
+        "ManifestKey",
+        "write_audit_manifest",
+    ),
     "parallel_tasks.models": (
         "AuditSummary",
         "AutoSchema",
@@ -94,6 +98,14 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "WebhookVerifier",
         "create_webhook_app",
     ),
+    "parallel_tasks.verify": (
+        "Finding",
+        "FsspecStore",
+        "LocalStore",
+        "Report",
+        "prove",
+        "verify_store",
+    ),
 }
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
 
@@ -134,6 +146,10 @@ if TYPE_CHECKING:
         ResponseTooLargeError as ResponseTooLargeError,
         ResponseValidationError as ResponseValidationError,
         UnprocessableEntityError as UnprocessableEntityError,
+    )
+    from parallel_tasks.manifests import (
+        ManifestKey as ManifestKey,
+        write_audit_manifest as write_audit_manifest,
     )
     from parallel_tasks.models import (
         AuditSummary as AuditSummary,
@@ -180,6 +196,14 @@ if TYPE_CHECKING:
     from parallel_tasks.webhooks import (
         WebhookVerifier as WebhookVerifier,
         create_webhook_app as create_webhook_app,
+    )
+    from parallel_tasks.verify import (
+        Finding as Finding,
+        FsspecStore as FsspecStore,
+        LocalStore as LocalStore,
+        Report as Report,
+        prove as prove,
+        verify_store as verify_store,
     )
 # isort: on
 

@@ -6,6 +6,7 @@ the key never becomes a flow or task parameter and never reaches a log line.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from prefect.blocks.core import Block
@@ -245,3 +246,14 @@ def resolve_webhook_secrets(block: str | None = None) -> tuple[SecretStr, ...]:
     if not secrets:
         raise MissingCredentialsError(f"No webhook secret was found: {how}.")
     return secrets
+
+
+async def aload_signing_secret(block_name: str) -> str:
+    """The text of the Secret block that signs manifests (an HMAC key or an Ed25519 private key in PEM).
+
+    Raises:
+        ValueError: There is no Secret block of that name; the message names it, never its value.
+    """
+    block: Secret[Any] = await Secret.aload(block_name)
+    value = block.get()
+    return value if isinstance(value, str) else json.dumps(value)  # Secret.get() JSON-decodes "12345" to 12345

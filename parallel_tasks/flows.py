@@ -23,6 +23,7 @@ from parallel_tasks.audit import (
 )
 from parallel_tasks.credentials import resolve_credentials
 from parallel_tasks.errors import InvalidRunInputError
+from parallel_tasks.manifests import write_audit_manifest
 from parallel_tasks.models import AuditSummary
 from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
 from parallel_tasks.records import summarize
@@ -65,9 +66,10 @@ def fetch_run_input(
     fetched = retrieve_task_run_input(run_id, credentials=credentials, return_state=True)
     if not fetched.is_completed():
         error = cast(BaseException, fetched.result(raise_on_failure=False))
-        record_task_run_input_failure(
+        failure = record_task_run_input_failure(
             run_id, error, base_url=credentials.base_url, storage=storage_block, credentials=credentials
         )
+        write_audit_manifest([failure], storage_block)
         raise error
     run_input = fetched.result()
     report = validate_task_run_input(run_input)
@@ -86,6 +88,7 @@ def fetch_run_input(
         "sha256": record.sha256,
         "drift": record.drift,
         "record_key": record.record_key,
+        "manifest_sha256": write_audit_manifest([record], storage_block),
     }
     logger.info("Recorded run %s: %s (%s), sha256 %s", run_id, record.status, record.verdict, record.sha256)
     if fail_on_invalid and not report.valid:
@@ -121,7 +124,8 @@ def audit_run_inputs(
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown and metadata artifacts (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).
-        fail_on_errors: End in a Failed state when any input could not be fetched; the records are kept either way.
+        fail_on_errors: End in a Failed state when any input could not be fetched or stored, or the manifest
+            could not be written; the records are kept either way.
         chunk_size: Split the run ids into chunks of this size and run each as a flow run of
             ``chunk_deployment``, so several workers (on several machines) share the work; the
             results are gathered into this run's summary.
@@ -148,14 +152,15 @@ def audit_run_inputs(
         options = BatchOptions(max_concurrency, storage_block, per_run_artifacts)
         records = audit_in_batches(distinct, batch_size, credentials, options)
     add_openlineage_inputs(records)
-    summary = summarize(records, duplicates=len(given) - len(distinct))
+    manifest = write_audit_manifest(records, storage_block)
+    summary = summarize(records, duplicates=len(given) - len(distinct), manifest=manifest)
     create_table_artifact(
         summary.rows,
         key=SUMMARY_ARTIFACT_KEY,
         description=f"Audit of Parallel run inputs: {summary.describe()}",
     )
     logger.info("Audit finished: %s", summary.describe())
-    if fail_on_errors and (summary.not_fetched or summary.not_stored):
+    if fail_on_errors and (summary.not_fetched or summary.not_stored or manifest is None):
         return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)
     return Completed(message=summary.describe(), data=summary)
 
@@ -167,4 +172,6 @@ def _shortfall(summary: AuditSummary) -> str:
         parts.append(f"{summary.not_fetched} of {summary.total} runs could not be fetched")
     if summary.not_stored:
         parts.append(f"{summary.not_stored} of {summary.total} runs were fetched but their records could not be stored")
+    if summary.manifest_sha256 is None:
+        parts.append("the audit's manifest could not be written")
     return "; ".join(parts)

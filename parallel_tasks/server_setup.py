@@ -360,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel_tasks", description="prefect-parallel-tasks commands.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("setup", help=SETUP_HELP, description=SETUP_DESCRIPTION))
+    commands.add_parser("verify", help="check the audit trail (python -m parallel_tasks verify --help)")
     from parallel_tasks.webhooks import add_commands as add_webhook_commands
 
     add_webhook_commands(commands)

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_CONCURRENCY",
     "OPENLINEAGE_TIMEOUT_ENV_VAR",
     "SENSITIVE_KEYS_ENV_VAR",
+    "SIGNING_BLOCK_ENV_VAR",
     "WEBHOOK_SECRET_ENV_VAR",
     "ParallelSettings",
     "get_settings",
@@ -71,6 +72,8 @@ class ParallelSettings(BaseSettings):
             :func:`parallel_tasks.credentials.resolve_webhook_secrets`).
         openlineage_timeout: ``PARALLEL_OPENLINEAGE_TIMEOUT``: the most seconds the OpenLineage events may
             cost a flow run, the HTTP transport's own timeout capped at it (see :mod:`parallel_tasks.openlineage`).
+        manifest_signing_block: ``PARALLEL_MANIFEST_SIGNING_BLOCK``: the Secret block whose key signs each
+            audit's manifest (see :mod:`parallel_tasks.manifests`); empty for unsigned manifests.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -84,6 +87,7 @@ class ParallelSettings(BaseSettings):
     sensitive_keys: str = ""
     webhook_secret: SecretStr | None = None
     openlineage_timeout: float = Field(default=DEFAULT_OPENLINEAGE_TIMEOUT, gt=0, allow_inf_nan=False)
+    manifest_signing_block: str = ""
 
     @property
     def sensitive_key_patterns(self) -> tuple[str, ...]:
@@ -101,7 +105,7 @@ class ParallelSettings(BaseSettings):
     def _blank_url_is_default(cls, value: str) -> str:
         return value.strip() or DEFAULT_BASE_URL
 
-    @pydantic.field_validator("tasks_dask_address", mode="after")
+    @pydantic.field_validator("tasks_dask_address", "manifest_signing_block", mode="after")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
@@ -113,6 +117,7 @@ DASK_ENV_VAR = f"{ENV_PREFIX}TASKS_DASK_ADDRESS"
 SENSITIVE_KEYS_ENV_VAR = f"{ENV_PREFIX}SENSITIVE_KEYS"
 WEBHOOK_SECRET_ENV_VAR = f"{ENV_PREFIX}WEBHOOK_SECRET"
 OPENLINEAGE_TIMEOUT_ENV_VAR = f"{ENV_PREFIX}OPENLINEAGE_TIMEOUT"
+SIGNING_BLOCK_ENV_VAR = f"{ENV_PREFIX}MANIFEST_SIGNING_BLOCK"
 
 
 def get_settings() -> ParallelSettings:

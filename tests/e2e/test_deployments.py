@@ -27,6 +27,8 @@ from parallel_tasks import server_setup as setup
 from parallel_tasks.audit import load_run_ids
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
+from parallel_tasks.manifests import chain_folder
+from parallel_tasks.verify import LocalStore, verify_store
 from tests.e2e.conftest import BLOCK, E2E_KEY, POOL, REPO, SetupRuns, Stack, started
 
 pytestmark = pytest.mark.e2e
@@ -221,6 +223,10 @@ def test_deployment_runs_complete_on_a_process_worker(
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     made_by = {artifact.key: artifact.flow_run_id for artifact in artifacts}
     assert made_by == {keys[0]: fetched.id, keys[1]: fetched.id, keys[2]: audited.id}
+    # Each deployment has its manifest chain, and the trail verifies.
+    for deployment in (AUDIT, FETCH):
+        assert list((stack.results / chain_folder(deployment)).glob("00000001-*.json")), deployment
+    assert verify_store(LocalStore(stack.results)).clean
 
 
 def test_interval_schedule_gets_runs_from_the_scheduler_and_the_worker_runs_one(
