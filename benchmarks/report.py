@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from openlineage_overhead import markdown as openlineage_markdown
+
 CLIENT_ORDER = ("aiohttp", "httpx", "sdk-sequential", "sdk-async", "ours", "ours-httpx", "flow")
 LABELS = {
     "aiohttp": "(a) aiohttp ClientSession, gather",
@@ -216,6 +218,21 @@ def startup_lines(startup: dict[str, Any]) -> list[str]:
     ]
 
 
+def verify_lines(result: dict[str, Any] | None) -> list[str]:
+    """The targets of ``verify`` over 100,000 records (``verify.py``): records per second and peak RSS."""
+    if not result:
+        return ["- **NOT MEASURED** verify over 100,000 records"]
+    if "error" in result:
+        return [f"- **NOT MEASURED** verify over 100,000 records: {result['error']}"]
+    rate = "PASS" if result["records_per_s"] >= 5_000 else "MISS"
+    memory = "PASS" if result["peak_rss_mb"] <= 300 else "MISS"
+    return [
+        f"- **{rate}** verify, {result['records']:,} records ({result['runs']:,} runs): {result['records_per_s']:,} "
+        f"records/s (target ≥ 5,000/s; {result['records_per_cpu_s']:,} per CPU second, load {result['load_1m']:.1f})",
+        f"- **{memory}** verify peak RSS: {result['peak_rss_mb']:.0f} MB (target ≤ 300 MB)",
+    ]
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The whole ``latest.md``."""
     machine = data["machine"]
@@ -236,6 +253,7 @@ def markdown(data: dict[str, Any]) -> str:
         "## Targets",
         "",
         *(target.line() for target in targets(data["rows"])),
+        *verify_lines(data.get("verify")),
         "",
         f"For the record, (c)/(a) at every 0 ms configuration: {zero_ms_range(data['rows'])}.",
         "",
@@ -251,6 +269,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         skipped_line(data["rows"]),
         "",
+        *([openlineage_markdown(data["openlineage"]), ""] if data.get("openlineage") else []),
         "How each is measured:",
         "",
         "- Every client makes one warm-up request first; the clock then runs over the whole batch, connection "
@@ -338,6 +357,7 @@ def readme_section(data: dict[str, Any]) -> str:
             "run).",
             "",
             *(target.line() for target in targets(data["rows"])),
+            *verify_lines(data.get("verify")),
             "",
             *table(data["rows"], only=README_CONFIGS),
             "",

@@ -7,8 +7,10 @@
    fixed sample at most) and ``AsyncParallel`` gathered, (c) our batch API on its default
    transport and on httpx's own.
 3. A Prefect server (temporary ``PREFECT_HOME``) and (d) the audit flow (``flow_worker.py``), the
-   targeted configurations first, the rest while the time budget lasts.
-4. The one-off start-up cost of Prefect's ephemeral server, the server above stopped.
+   targeted configurations first, the rest while the time budget lasts; then the audit at the largest N
+   with OpenLineage off and on (``openlineage_overhead.py``, written to ``results/openlineage.md``).
+4. The one-off start-up cost of Prefect's ephemeral server, the server above stopped; then
+   ``verify`` over 100,000 generated records (``verify.py``).
 5. ``results/latest.json``, ``latest.md`` (table, machine, PASS/MISS targets) and ``latest.png``.
 
 A measurement that fails or times out becomes an error cell; every process started here is
@@ -36,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import openlineage_overhead
 from _common import REPO, SEED, start_emulator, stop_process, write_ids
 from report import CLIENT_ORDER, machine_info, write_reports
 
@@ -50,6 +53,7 @@ TARGETED_FLOWS = ((50.0, 1_000, 64), (50.0, 10_000, 64))
 CLIENT_TIMEOUT_S = 300
 FLOW_TIMEOUT_S = 900
 STARTUP_TIMEOUT_S = 240
+VERIFY_TIMEOUT_S = 1_800  # generating 100,000 records, then verifying them
 
 
 def log(message: str) -> None:
@@ -266,6 +270,11 @@ def main() -> None:
         data["rows"] += measure_clients(urls, ids_file, home, sizes)
         try:
             data["rows"] += measure_flows(urls, ids_file, home, sizes, deadline)
+            with prefect_server(home) as api_url:  # the audit with OpenLineage on versus off, side by side
+                data["openlineage"] = openlineage_overhead.measure(
+                    urls[0.0], ids_file, home, api_url, max(sizes), max(CONCURRENCIES), repeats=1
+                )
+            openlineage_overhead.write(data["openlineage"])
         except (OSError, RuntimeError, TimeoutError) as exc:  # the server never came up: error cells
             log(f"Prefect server failed: {exc}")
             for latency, n, concurrency in TARGETED_FLOWS:
@@ -276,9 +285,13 @@ def main() -> None:
         for process in emulators:
             stop_process(process)
         ids_file.unlink(missing_ok=True)
+    log("webhook receiver: benchmarks/webhooks.py (its own report, results/webhooks.md)")
+    subprocess.run([sys.executable, "webhooks.py"], cwd=BENCH, timeout=FLOW_TIMEOUT_S * 2, check=False)
     try:
         log("ephemeral server start-up")
         data["startup"] = measure_startup(home)
+        log("verify over 100,000 records on local disk")
+        data["verify"] = run_worker([sys.executable, "verify.py"], clean_env(home), VERIFY_TIMEOUT_S)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     data["total_s"] = time.monotonic() - started

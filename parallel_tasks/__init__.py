@@ -6,7 +6,9 @@ The public API is what this module exports (``__all__``). Example:
     >>> TaskRunInput.model_validate({"processor": "base", "input": "What is the GDP of France?"}).processor
     'base'
 
-The flows are in :mod:`parallel_tasks.flows` (``from parallel_tasks.flows import audit_run_inputs``).
+The flows are in :mod:`parallel_tasks.flows` (``from parallel_tasks.flows import audit_run_inputs``). Their
+OpenLineage events (the ``openlineage`` extra) are in :mod:`parallel_tasks.openlineage`: ``with_openlineage``
+for a flow function, ``add_openlineage_inputs`` inside it, and the pure event builders.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -26,6 +28,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "ParallelCredentials",
         "aresolve_credentials",
         "resolve_credentials",
+        "resolve_webhook_secrets",
     ),
     "parallel_tasks.errors": (
         "APIConnectionError",
@@ -48,6 +51,10 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "ResponseTooLargeError",
         "ResponseValidationError",
         "UnprocessableEntityError",
+    ),
+    "parallel_tasks.manifests": (
+        "ManifestKey",
+        "write_audit_manifest",
     ),
     "parallel_tasks.models": (
         "AuditSummary",
@@ -87,6 +94,18 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "validate_task_run_input",
     ),
     "parallel_tasks.validation": ("check_task_run_input",),
+    "parallel_tasks.webhooks": (
+        "WebhookVerifier",
+        "create_webhook_app",
+    ),
+    "parallel_tasks.verify": (
+        "Finding",
+        "FsspecStore",
+        "LocalStore",
+        "Report",
+        "prove",
+        "verify_store",
+    ),
 }
 _EXPORTS = {name: module for module, names in _EXPORTS_BY_MODULE.items() for name in names}
 
@@ -104,6 +123,7 @@ if TYPE_CHECKING:
         ParallelCredentials as ParallelCredentials,
         aresolve_credentials as aresolve_credentials,
         resolve_credentials as resolve_credentials,
+        resolve_webhook_secrets as resolve_webhook_secrets,
     )
     from parallel_tasks.errors import (
         APIConnectionError as APIConnectionError,
@@ -126,6 +146,10 @@ if TYPE_CHECKING:
         ResponseTooLargeError as ResponseTooLargeError,
         ResponseValidationError as ResponseValidationError,
         UnprocessableEntityError as UnprocessableEntityError,
+    )
+    from parallel_tasks.manifests import (
+        ManifestKey as ManifestKey,
+        write_audit_manifest as write_audit_manifest,
     )
     from parallel_tasks.models import (
         AuditSummary as AuditSummary,
@@ -168,6 +192,18 @@ if TYPE_CHECKING:
     )
     from parallel_tasks.validation import (
         check_task_run_input as check_task_run_input,
+    )
+    from parallel_tasks.webhooks import (
+        WebhookVerifier as WebhookVerifier,
+        create_webhook_app as create_webhook_app,
+    )
+    from parallel_tasks.verify import (
+        Finding as Finding,
+        FsspecStore as FsspecStore,
+        LocalStore as LocalStore,
+        Report as Report,
+        prove as prove,
+        verify_store as verify_store,
     )
 # isort: on
 

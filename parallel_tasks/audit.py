@@ -81,6 +81,7 @@ class ChunkParameters:
     batch_size: int | None
     storage_block: str | None
     per_run_artifacts: bool
+    openlineage: bool = True
 
     def for_chunk(self, run_ids: list[str]) -> dict[str, Any]:
         return {
@@ -90,6 +91,7 @@ class ChunkParameters:
             "storage_block": self.storage_block,
             "per_run_artifacts": self.per_run_artifacts,
             "fail_on_errors": False,
+            "openlineage": self.openlineage,
             "run_ids": run_ids,
         }
 

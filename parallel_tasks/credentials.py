@@ -6,6 +6,7 @@ the key never becomes a flow or task parameter and never reaches a log line.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from prefect.blocks.core import Block
@@ -21,10 +22,20 @@ from parallel_tasks.settings import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_READ_TIMEOUT,
+    WEBHOOK_SECRET_ENV_VAR,
     get_settings,
 )
 
-__all__ = ["API_KEY_ENV_VAR", "BASE_URL_ENV_VAR", "ParallelCredentials", "aresolve_credentials", "resolve_credentials"]
+__all__ = [
+    "API_KEY_ENV_VAR",
+    "BASE_URL_ENV_VAR",
+    "WEBHOOK_SECRET_ENV_VAR",
+    "ParallelCredentials",
+    "aresolve_credentials",
+    "resolve_credentials",
+    "resolve_webhook_secrets",
+    "webhook_key",
+]
 
 
 class ParallelCredentials(Block):
@@ -36,6 +47,8 @@ class ParallelCredentials(Block):
         timeout: Seconds to wait for each read.
         connect_timeout: Seconds to wait for a connection.
         max_retries: Extra attempts the client makes for retryable failures.
+        webhook_secret: The account's webhook secret, for the webhook receiver; several, separated by
+            spaces, while a secret is being rotated.
 
     Example:
         Load stored credentials and fetch what a run was started with:
@@ -65,6 +78,11 @@ class ParallelCredentials(Block):
     )
     max_retries: int = Field(
         default=DEFAULT_MAX_RETRIES, ge=0, le=10, description="Extra attempts the client makes for retryable failures."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The webhook secret the receiver verifies deliveries with (several, space-separated, "
+        "during a rotation).",
     )
 
     @field_validator("base_url")
@@ -187,3 +205,55 @@ async def aresolve_credentials(
         return _from_secret(await Secret.aload(name), base_url)
     except ValueError:
         raise _not_found(name) from None
+
+
+def webhook_key(secret: SecretStr) -> bytes:
+    """The HMAC key of a webhook secret: its UTF-8 bytes as Parallel shows it (Parallel signs with exactly
+    these bytes; it does not base64-decode a ``whsec_`` value as some Standard Webhooks senders do)."""
+    return _reveal(secret).encode("utf-8")
+
+
+def _split_secrets(value: Any) -> tuple[SecretStr, ...]:
+    """One or several secrets (space-separated, or a list in a ``Secret`` block), each kept wrapped."""
+    values = value if isinstance(value, list) else [value]
+    return tuple(SecretStr(part) for item in values for part in _reveal(item).split())
+
+
+def resolve_webhook_secrets(block: str | None = None) -> tuple[SecretStr, ...]:
+    """The webhook secrets to verify deliveries with, in order: the ``webhook_secret`` of the
+    ``ParallelCredentials`` block named ``block``, else the ``Secret`` block of that name (a string, or a
+    list during a rotation); without a name, ``PARALLEL_WEBHOOK_SECRET`` (space-separated for several).
+
+    Raises:
+        MissingCredentialsError: No secret was found; the message says where it was looked for.
+    """
+    how = (
+        f"set {WEBHOOK_SECRET_ENV_VAR}, or name a ParallelCredentials block with a webhook_secret "
+        "or a Secret block holding it"
+    )
+    if block is None:
+        secrets = _split_secrets(get_settings().webhook_secret or "")
+    else:
+        try:
+            credentials = cast(ParallelCredentials, ParallelCredentials.load(block, _sync=True))  # type: ignore[call-arg]
+            secrets = _split_secrets(credentials.webhook_secret) if credentials.webhook_secret else ()
+        except ValueError:
+            try:
+                secret = cast("Secret[Any]", Secret.load(block, _sync=True))  # type: ignore[call-arg]
+            except ValueError:
+                raise MissingCredentialsError(f"No block is named {block!r}: {how}.") from None
+            secrets = _split_secrets(secret.get())
+    if not secrets:
+        raise MissingCredentialsError(f"No webhook secret was found: {how}.")
+    return secrets
+
+
+async def aload_signing_secret(block_name: str) -> str:
+    """The text of the Secret block that signs manifests (an HMAC key or an Ed25519 private key in PEM).
+
+    Raises:
+        ValueError: There is no Secret block of that name; the message names it, never its value.
+    """
+    block: Secret[Any] = await Secret.aload(block_name)
+    value = block.get()
+    return value if isinstance(value, str) else json.dumps(value)  # Secret.get() JSON-decodes "12345" to 12345

@@ -22,7 +22,9 @@ from parallel_tasks.audit import (
 )
 from parallel_tasks.credentials import resolve_credentials
 from parallel_tasks.errors import InvalidRunInputError
+from parallel_tasks.manifests import write_audit_manifest
 from parallel_tasks.models import AuditSummary
+from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
 from parallel_tasks.publishing import SUMMARY_ARTIFACT_KEY, publish_audit
 from parallel_tasks.records import summarize
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
@@ -38,11 +40,13 @@ __all__ = ["SUMMARY_ARTIFACT_KEY", "audit_run_inputs", "fetch_run_input"]
 
 
 @flow(name="fetch-run-input", flow_run_name="fetch-run-input-{run_id}")
+@with_openlineage
 def fetch_run_input(
     run_id: str,
     credentials_block: str | None = None,
     fail_on_invalid: bool = False,
     storage_block: str | None = None,
+    openlineage: bool = True,
 ) -> dict[str, Any]:
     """Fetch, validate and record one run input; return a summary of the record.
 
@@ -53,15 +57,17 @@ def fetch_run_input(
         fail_on_invalid: Fail the flow run when the input breaks a validation rule.
         storage_block: Slug of a filesystem block for the records (``s3-bucket/audit``); Prefect's
             default result storage when ``None``.
+        openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
     credentials = resolve_credentials(credentials_block)
     fetched = retrieve_task_run_input(run_id, credentials=credentials, return_state=True)
     if not fetched.is_completed():
         error = cast(BaseException, fetched.result(raise_on_failure=False))
-        record_task_run_input_failure(
+        failure = record_task_run_input_failure(
             run_id, error, base_url=credentials.base_url, storage=storage_block, credentials=credentials
         )
+        write_audit_manifest([failure], storage_block)
         raise error
     run_input = fetched.result()
     report = validate_task_run_input(run_input)
@@ -69,6 +75,7 @@ def fetch_run_input(
         run_id, run_input, report, base_url=credentials.base_url, storage=storage_block, credentials=credentials
     )
     materialize_run_input_assets([record], name="materialize-run-input")
+    add_openlineage_inputs([record])
     summary = {
         "run_id": run_id,
         "status": record.status,
@@ -79,6 +86,7 @@ def fetch_run_input(
         "sha256": record.sha256,
         "drift": record.drift,
         "record_key": record.record_key,
+        "manifest_sha256": write_audit_manifest([record], storage_block),
     }
     logger.info("Recorded run %s: %s (%s), sha256 %s", run_id, record.status, record.verdict, record.sha256)
     if fail_on_invalid and not report.valid:
@@ -87,6 +95,7 @@ def fetch_run_input(
 
 
 @flow(name="audit-run-inputs", task_runner=task_runner_from_environment())
+@with_openlineage
 def audit_run_inputs(
     run_ids: list[str] | None = None,
     run_ids_file: str | None = None,
@@ -99,6 +108,7 @@ def audit_run_inputs(
     fail_on_errors: bool = True,
     chunk_size: int | None = None,
     chunk_deployment: str = "audit-run-inputs/audit-chunk",
+    openlineage: bool = True,
 ) -> State[AuditSummary]:
     """Fetch, validate and record the inputs of many runs, then publish a summary table (problems first) and a
     markdown report, with a progress bar on the run page while it runs.
@@ -113,11 +123,13 @@ def audit_run_inputs(
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown artifact (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).
-        fail_on_errors: End in a Failed state when any input could not be fetched; the records are kept either way.
+        fail_on_errors: End in a Failed state when any input could not be fetched or stored, or the manifest
+            could not be written; the records are kept either way.
         chunk_size: Split the run ids into chunks of this size and run each as a flow run of
             ``chunk_deployment``, so several workers (on several machines) share the work; the
             results are gathered into this run's summary.
         chunk_deployment: The deployment (``flow-name/deployment-name``) that audits one chunk.
+        openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
     given = list(run_ids or []) + (load_run_ids(run_ids_file) if run_ids_file else [])
@@ -129,17 +141,21 @@ def audit_run_inputs(
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
     if chunk_size is not None and len(distinct) > chunk_size:
-        parameters = ChunkParameters(credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts)
+        parameters = ChunkParameters(
+            credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts, openlineage
+        )
         records = audit_in_chunks(distinct, chunk_size, chunk_deployment, parameters, credentials.base_url)
     elif use_map:
         records = audit_with_map(distinct, credentials, BatchOptions(max_concurrency, storage_block, per_run_artifacts))
     else:
         options = BatchOptions(max_concurrency, storage_block, per_run_artifacts)
         records = audit_in_batches(distinct, batch_size, credentials, options)
-    summary = summarize(records, duplicates=len(given) - len(distinct))
+    add_openlineage_inputs(records)
+    manifest = write_audit_manifest(records, storage_block)
+    summary = summarize(records, duplicates=len(given) - len(distinct), manifest=manifest)
     publish_audit(summary, records, per_run_artifacts=per_run_artifacts)
     logger.info("Audit finished: %s", summary.describe())
-    if fail_on_errors and (summary.not_fetched or summary.not_stored):
+    if fail_on_errors and (summary.not_fetched or summary.not_stored or manifest is None):
         return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)
     return Completed(message=summary.describe(), data=summary)
 
@@ -151,4 +167,6 @@ def _shortfall(summary: AuditSummary) -> str:
         parts.append(f"{summary.not_fetched} of {summary.total} runs could not be fetched")
     if summary.not_stored:
         parts.append(f"{summary.not_stored} of {summary.total} runs were fetched but their records could not be stored")
+    if summary.manifest_sha256 is None:
+        parts.append("the audit's manifest could not be written")
     return "; ".join(parts)

@@ -278,8 +278,10 @@ fetched but its record could not be written (``not_stored``, never found in a st
 class RunInputRecord(BaseModel):
     """The audit record of one run input: which input, spec and metadata a run was started with.
 
-    Stored as canonical JSON; ``sha256`` is the hash of the canonical JSON of ``input`` (redacted),
-    so anyone can re-read a record and verify it.
+    Stored as canonical JSON; ``sha256`` is the hash of the canonical JSON of ``input`` (redacted): the
+    input's identity, which names the content record and shows drift. From ``record_version`` 2 on,
+    ``record_sha256`` hashes the whole record (every field but itself), so no field can change unseen;
+    version 1 records (written before) carry only the input's hash and are still read.
 
     Attributes:
         run_id: The Parallel task run id.
@@ -299,11 +301,15 @@ class RunInputRecord(BaseModel):
         redacted_paths: The JSON paths of ``input`` whose values were masked, sorted (records made
             before this field existed have none and still verify).
         input: The run input with secrets redacted (only in content records).
+        record_sha256: Hash of the canonical JSON of this whole record without this field (version 2).
+        content_record_sha256: In a ``latest.json`` pointer, the ``record_sha256`` of the content record
+            it names (``sha256``, or ``previous_sha256`` after a failed fetch); ``None`` if unknown.
+        record_version: 1: only ``input`` is hashed; 2: the whole record is hashed too (set when stored).
     """
 
     model_config = ConfigDict(frozen=True)
 
-    record_version: Literal[1] = 1
+    record_version: Literal[1, 2] = 1
     run_id: str
     status: RecordStatus
     sha256: str | None = None
@@ -320,6 +326,8 @@ class RunInputRecord(BaseModel):
     error: str | None = None
     redacted_paths: tuple[str, ...] = ()
     input: dict[str, Any] | None = None
+    record_sha256: str | None = None
+    content_record_sha256: str | None = None
 
 
 class AuditSummary(BaseModel):
@@ -332,6 +340,7 @@ class AuditSummary(BaseModel):
         duplicates: Run ids given more than once (audited once).
         rows: One summary row per run (run id, status, detail, processor, sha256 prefix, ...), problems first
             (failed, unauthorized, not_found, not_stored, invalid, drift, ok), then by run id.
+        manifest_sha256: The sha256 of the manifest this audit wrote (see :mod:`parallel_tasks.manifests`).
     """
 
     total: int
@@ -339,6 +348,7 @@ class AuditSummary(BaseModel):
     drifted: int = 0
     duplicates: int = 0
     rows: list[dict[str, Any]] = Field(default_factory=list)
+    manifest_sha256: str | None = None
 
     @property
     def not_fetched(self) -> int:
@@ -354,7 +364,8 @@ class AuditSummary(BaseModel):
         """One line for logs and state messages, e.g. ``200 runs: 180 ok, 12 invalid, 8 not_found``."""
         parts = ", ".join(f"{n} {status}" for status, n in self.counts.items() if n)
         extra = f"; {self.drifted} changed since last recorded" if self.drifted else ""
-        return f"{self.total} runs: {parts or 'none'}{extra}"
+        manifest = f"; manifest sha256 {self.manifest_sha256}" if self.manifest_sha256 else ""
+        return f"{self.total} runs: {parts or 'none'}{extra}{manifest}"
 
 
 @dataclass(frozen=True)

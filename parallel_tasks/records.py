@@ -7,6 +7,9 @@ Records live under keys derived from the run id (see :mod:`parallel_tasks.storag
 * ``parallel-run-inputs/<run id>/latest.json`` holds the run's latest outcome (ok, invalid,
   not_found, ...), which is how a changed input (drift) is noticed on the next audit.
 
+Each stored record also carries ``record_sha256``, a hash over the whole record (see :func:`record_hash`),
+and each audit ends with a manifest of what it stored (:mod:`parallel_tasks.manifests`).
+
 Everything here is pure and tested without Prefect.
 """
 
@@ -31,9 +34,12 @@ __all__ = [
     "canonical_json",
     "content_key",
     "latest_key",
+    "record_hash",
+    "seal",
     "sha256_hex",
     "status_for_error",
     "summarize",
+    "unsealed_json",
     "verify_record",
 ]
 
@@ -75,6 +81,8 @@ def _path_segment(run_id: str) -> str:
     segment = quote(run_id, safe="")
     if segment.strip(".") == "":
         segment = "%" + "%2E" * len(segment)
+    if segment.startswith("_"):  # names starting with "_" are the store's own (``_manifests``)
+        segment = "%5F" + segment[1:]
     if len(segment) <= _MAX_SEGMENT:
         return segment
     prefix = segment[:_HASHED_PREFIX]
@@ -167,9 +175,41 @@ def build_failure_record(
     )
 
 
+def unsealed_json(fields: Mapping[str, Any]) -> bytes:
+    """What the whole-record hash covers: the canonical JSON of every field but ``record_sha256``.
+
+    It works on the parsed JSON, not the model, so it covers every field a record holds, including
+    ones this version of the code does not know.
+    """
+    return canonical_json({k: v for k, v in fields.items() if k != "record_sha256"})
+
+
+def record_hash(fields: Mapping[str, Any]) -> str:
+    """The whole-record hash: sha256 of :func:`unsealed_json`."""
+    return sha256_hex(unsealed_json(fields))
+
+
+def seal(record: RunInputRecord) -> RunInputRecord:
+    """The record as version 2, with its whole-record hash filled in."""
+    unsealed = record.model_copy(update={"record_version": 2, "record_sha256": None})
+    return unsealed.model_copy(update={"record_sha256": record_hash(unsealed.model_dump(mode="json"))})
+
+
 def verify_record(data: bytes | str) -> RunInputRecord:
-    """Parse a stored content record and check its hash; raises ``ValueError`` if it was altered."""
-    record = RunInputRecord.model_validate_json(data)
+    """Parse a stored content record and check its hashes; raises ``ValueError`` if it was altered.
+
+    The input's hash always; the whole-record hash too when the record has one (version 2).
+    """
+    fields = json.loads(data)
+    if not isinstance(fields, dict):
+        raise ValueError("a record must be a JSON object")
+    record = RunInputRecord.model_validate(fields)
+    if record.record_version >= 2:
+        actual = record_hash(fields)
+        if actual != fields.get("record_sha256"):
+            raise ValueError(
+                f"record for run {record.run_id!r} was altered: record_sha256 {actual} != {fields.get('record_sha256')}"
+            )
     if record.input is None or record.sha256 is None:
         raise ValueError(f"record for run {record.run_id!r} holds no input to verify")
     actual = sha256_hex(canonical_json(record.input))
@@ -178,8 +218,9 @@ def verify_record(data: bytes | str) -> RunInputRecord:
     return record
 
 
-def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0) -> AuditSummary:
-    """Counts by status, and one summary row per run (problems first), over the outcome records of an audit."""
+def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0, manifest: str | None = None) -> AuditSummary:
+    """Counts by status, and one summary row per run (problems first), over the outcome records of an audit (and
+    the sha256 of the manifest it wrote, which its state message and summary artifact then show)."""
     ordered = by_problem(records)
     counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"), 0)
     for record in ordered:
@@ -190,4 +231,5 @@ def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0) -> Audi
         drifted=sum(r.drift for r in ordered),
         duplicates=duplicates,
         rows=[summary_row(r) for r in ordered],
+        manifest_sha256=manifest,
     )

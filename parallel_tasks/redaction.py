@@ -81,13 +81,22 @@ _MIN_SECRET_PREFIX = 8
 # Past this many characters, a prefix match needs the rest of the secret whole (keeps the regex shallow).
 _PREFIX_DEPTH = 128
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"'<>`]+")
+# Schemes and keys are bounded: an unbounded run before a required ``://`` or ``:`` makes the regex retry from every
+# character of a long word, quadratic in its length (a hostile body would stall a log line for minutes).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s\"'<>`]+")
 # ``api_key=abc``, ``"password": "abc"``, ``token: abc`` in free text: the key, then the value.
 _KEY_VALUE = re.compile(
-    r"""(?P<quote>["']?)(?P<key>[A-Za-z][\w.-]*)(?P=quote)(?P<sep>\s*[:=]\s*)"""
+    r"""(?P<quote>["']?)(?P<key>[A-Za-z][\w.-]{0,63})(?P=quote)(?P<sep>\s*[:=]\s*)"""
     r"""(?P<value>"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|(?:(?:Bearer|Basic|Token)\s+)?[^\s,;&'"}\])]+)""",
     re.IGNORECASE,
 )
+
+
+def _already_masked(match: re.Match[str]) -> bool:
+    """The value is the mask itself (masked by an earlier pass, a URL's query), not a value that starts with it."""
+    text, start = match.string, match.start("value") + (match["value"][:1] in "\"'")
+    end = start + len(REDACTED)
+    return text.startswith(REDACTED, start) and (end == len(text) or text[end] in " \t\r\n,;&'\"}])")
 
 
 def extra_sensitive_keys() -> tuple[str, ...]:
@@ -219,7 +228,7 @@ class Redactor:
         return _KEY_VALUE.sub(self._mask_pair, text) if ("=" in text or ":" in text) else text
 
     def _mask_pair(self, match: re.Match[str]) -> str:
-        if not _is_sensitive(match["key"], self._extra_keys) or match["value"].strip("\"'") == REDACTED:
+        if _already_masked(match) or not _is_sensitive(match["key"], self._extra_keys):
             return match.group()
         return f"{match['quote']}{match['key']}{match['quote']}{match['sep']}{REDACTED}"
 

@@ -7,7 +7,8 @@ second run reports "unchanged" and changes nothing:
 2. create or update the ``ParallelCredentials`` block from ``PARALLEL_API_KEY`` (+ ``PARALLEL_BASE_URL``),
    or point it at a local emulator with ``--emulator BASE_URL``;
 3. create the ``parallel-process`` work pool;
-4. deploy ``deployments/prefect.yaml`` (``prefect deploy --all``, in a subprocess run from the project folder).
+4. deploy ``deployments/prefect.yaml`` (``prefect deploy --all``, in a subprocess run from the project folder),
+   with the deployment triggers it declares.
 
 The key is read from the environment only, compared as a ``SecretStr`` and never printed; the deploy
 subprocess does not even get it in its environment.
@@ -168,8 +169,46 @@ def _wanted_deployment(spec: Mapping[str, Any], pull: Any, project_dir: Path) ->
         "parameter_openapi_schema": parameter_schema(flow).model_dump(exclude_unset=True),
         "concurrency": concurrency,
         "schedules": [_schedule_key(s) for s in spec.get("schedules") or []],
+        "triggers": _wanted_triggers(f"{flow.name}/{spec['name']}", spec.get("triggers") or []),
     }
     return f"{flow.name}/{spec['name']}", wanted
+
+
+def _trigger_key(automation: Any) -> dict[str, Any]:
+    """What identifies a deployment trigger's automation, alike for a prefect.yaml entry and the server's copy
+    (the deployment's id left out: the wanted one does not know it yet)."""
+    key: dict[str, Any] = automation.model_dump(
+        mode="json", include={"name", "description", "enabled", "trigger", "actions"}
+    )
+    for action in key["actions"]:
+        action.pop("deployment_id", None)
+    return key
+
+
+def _wanted_triggers(deployment_name: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The automations ``prefect deploy`` makes of a deployment's ``triggers`` (named as it names them)."""
+    import uuid
+
+    from prefect.events import DeploymentTriggerTypes
+    from pydantic import TypeAdapter
+
+    adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
+    keys = []
+    for number, spec in enumerate(specs, start=1):
+        trigger = adapter.validate_python({"name": f"{deployment_name}__automation_{number}", **spec})
+        trigger.set_deployment_id(uuid.UUID(int=0))
+        keys.append(_trigger_key(trigger.as_automation()))
+    return sorted(keys, key=repr)
+
+
+def _current_triggers(client: SyncPrefectClient, deployment_id: Any) -> list[dict[str, Any]]:
+    """The automations that run this deployment (an automation added by hand that runs it counts too, and then
+    every set-up redeploys; ``prefect deploy`` replaces only the ones it made)."""
+    related = client.read_resource_related_automations(f"prefect.deployment.{deployment_id}")
+    runs_it = [
+        a for a in related if any(getattr(action, "deployment_id", None) == deployment_id for action in a.actions)
+    ]
+    return sorted((_trigger_key(a) for a in runs_it), key=repr)
 
 
 def _inferred_version(version_type: str | None, project_dir: Path) -> str | None:
@@ -225,10 +264,11 @@ def outdated_deployments(client: SyncPrefectClient, prefect_file: Path, project_
     for spec in config.get("deployments") or []:
         name, wanted = _wanted_deployment(spec, config.get("pull"), project_dir)
         try:
-            current = _current_deployment(client.read_deployment_by_name(name))
+            deployment = client.read_deployment_by_name(name)
         except ObjectNotFound:
             outdated.append(f"{name} (new)")
             continue
+        current = {**_current_deployment(deployment), "triggers": _current_triggers(client, deployment.id)}
         changed = [field for field, value in wanted.items() if current.get(field) != value]
         if changed:
             outdated.append(f"{name} ({', '.join(changed)})")
@@ -320,4 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m parallel_tasks", description="prefect-parallel-tasks commands.")
     commands = parser.add_subparsers(dest="command", required=True)
     add_arguments(commands.add_parser("setup", help=SETUP_HELP, description=SETUP_DESCRIPTION))
-    return run(parser.parse_args(argv))
+    commands.add_parser("verify", help="check the audit trail (python -m parallel_tasks verify --help)")
+    from parallel_tasks.webhooks import add_commands as add_webhook_commands
+
+    add_webhook_commands(commands)
+    args = parser.parse_args(argv)
+    return int(args.handler(args)) if hasattr(args, "handler") else run(args)

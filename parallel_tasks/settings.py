@@ -2,8 +2,10 @@
 
 Each field reads the environment variable of its name with the ``PARALLEL_`` prefix (``api_key`` from
 ``PARALLEL_API_KEY``, ``tasks_dask_address`` from ``PARALLEL_TASKS_DASK_ADDRESS``). Call :func:`get_settings`
-where a value is needed, not at import, so a changed environment is seen by the next call. Nothing else in
-the library reads ``os.environ``. This module imports neither httpx nor Prefect.
+where a value is needed, not at import, so a changed environment is seen by the next call. The OpenLineage
+client's own variables (``OPENLINEAGE_URL``, ``OPENLINEAGE__TRANSPORT__*``, ...) belong to that client, which
+reads them itself; :func:`openlineage_environment` only lets the package see whether they configure it. Nothing
+else in the library reads ``os.environ``. This module imports neither httpx nor Prefect.
 """
 
 from __future__ import annotations
@@ -24,12 +26,17 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_MAX_RETRIES",
+    "DEFAULT_OPENLINEAGE_TIMEOUT",
     "DEFAULT_READ_TIMEOUT",
     "ENV_PREFIX",
     "MAX_CONCURRENCY",
+    "OPENLINEAGE_TIMEOUT_ENV_VAR",
     "SENSITIVE_KEYS_ENV_VAR",
+    "SIGNING_BLOCK_ENV_VAR",
+    "WEBHOOK_SECRET_ENV_VAR",
     "ParallelSettings",
     "get_settings",
+    "openlineage_environment",
 ]
 
 ENV_PREFIX = "PARALLEL_"
@@ -43,6 +50,8 @@ DEFAULT_CONCURRENCY = 16
 MAX_CONCURRENCY = 1000
 """The most requests a batch may have in flight: each costs a worker, and past the pool's 100
 connections more only wait for one."""
+DEFAULT_OPENLINEAGE_TIMEOUT = 5.0
+"""Seconds a lineage backend may cost a flow run at most (see :mod:`parallel_tasks.openlineage`)."""
 
 
 class ParallelSettings(BaseSettings):
@@ -58,6 +67,13 @@ class ParallelSettings(BaseSettings):
             :func:`parallel_tasks.audit.task_runner_from_environment`); empty for Prefect's thread pool.
         sensitive_keys: ``PARALLEL_SENSITIVE_KEYS``: more key patterns to redact, comma-separated (see
             :mod:`parallel_tasks.redaction`).
+        webhook_secret: ``PARALLEL_WEBHOOK_SECRET``: the secret(s) the webhook receiver verifies deliveries
+            with when no block is named (space-separated during a rotation; see
+            :func:`parallel_tasks.credentials.resolve_webhook_secrets`).
+        openlineage_timeout: ``PARALLEL_OPENLINEAGE_TIMEOUT``: the most seconds the OpenLineage events may
+            cost a flow run, the HTTP transport's own timeout capped at it (see :mod:`parallel_tasks.openlineage`).
+        manifest_signing_block: ``PARALLEL_MANIFEST_SIGNING_BLOCK``: the Secret block whose key signs each
+            audit's manifest (see :mod:`parallel_tasks.manifests`); empty for unsigned manifests.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
@@ -69,13 +85,16 @@ class ParallelSettings(BaseSettings):
     max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=10)
     tasks_dask_address: str = ""
     sensitive_keys: str = ""
+    webhook_secret: SecretStr | None = None
+    openlineage_timeout: float = Field(default=DEFAULT_OPENLINEAGE_TIMEOUT, gt=0, allow_inf_nan=False)
+    manifest_signing_block: str = ""
 
     @property
     def sensitive_key_patterns(self) -> tuple[str, ...]:
         """``sensitive_keys`` as a tuple of patterns, blanks dropped."""
         return tuple(p.strip() for p in self.sensitive_keys.split(",") if p.strip())
 
-    @pydantic.field_validator("api_key", mode="after")
+    @pydantic.field_validator("api_key", "webhook_secret", mode="after")
     @classmethod
     def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         stripped = value.get_secret_value().strip() if value is not None else ""
@@ -86,7 +105,7 @@ class ParallelSettings(BaseSettings):
     def _blank_url_is_default(cls, value: str) -> str:
         return value.strip() or DEFAULT_BASE_URL
 
-    @pydantic.field_validator("tasks_dask_address", mode="after")
+    @pydantic.field_validator("tasks_dask_address", "manifest_signing_block", mode="after")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
@@ -96,6 +115,9 @@ API_KEY_ENV_VAR = f"{ENV_PREFIX}API_KEY"
 BASE_URL_ENV_VAR = f"{ENV_PREFIX}BASE_URL"
 DASK_ENV_VAR = f"{ENV_PREFIX}TASKS_DASK_ADDRESS"
 SENSITIVE_KEYS_ENV_VAR = f"{ENV_PREFIX}SENSITIVE_KEYS"
+WEBHOOK_SECRET_ENV_VAR = f"{ENV_PREFIX}WEBHOOK_SECRET"
+OPENLINEAGE_TIMEOUT_ENV_VAR = f"{ENV_PREFIX}OPENLINEAGE_TIMEOUT"
+SIGNING_BLOCK_ENV_VAR = f"{ENV_PREFIX}MANIFEST_SIGNING_BLOCK"
 
 
 def get_settings() -> ParallelSettings:
@@ -124,3 +146,10 @@ def _parsed(values: tuple[str | None, ...]) -> ParallelSettings:
             for e in exc.errors(include_url=False, include_input=False)
         )
         raise ValueError(f"unusable environment variable(s): {problems}") from None
+
+
+def openlineage_environment() -> dict[str, str]:
+    """The OpenLineage client's variables as they are now (``OPENLINEAGE_URL``, ``OPENLINEAGE_DISABLED``,
+    ``OPENLINEAGE_CONFIG``, ``OPENLINEAGE_NAMESPACE``, ``OPENLINEAGE__TRANSPORT__*``): the client reads and
+    parses them itself; the package looks only whether they configure it, and at the jobs' namespace."""
+    return {name: value for name, value in os.environ.items() if name.startswith("OPENLINEAGE")}

@@ -7,13 +7,14 @@ written before the latest pointer, so a crash between the two leaves nothing a r
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parallel_tasks.models import RunInputRecord
-from parallel_tasks.records import canonical_json, content_key, latest_key
+from parallel_tasks.records import canonical_json, content_key, latest_key, record_hash, seal
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
@@ -76,9 +77,10 @@ async def read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecor
 
 
 async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> RunInputRecord:
-    """Store a record and return it as stored, with drift against the run's previous input filled in.
+    """Store a record and return it as stored in ``latest.json`` (sealed, drift filled in), with its input.
 
-    A content record is written only when its hash is new for the run; the latest pointer always.
+    A content record is written only when its hash is new for the run; the latest pointer always,
+    naming the content record's whole-record hash (carried over while the input is unchanged).
     """
     previous = await read_latest(storage, record.run_id)
     # A failed audit in between keeps the last hash known, so drift is still seen afterwards.
@@ -86,11 +88,25 @@ async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> R
     digest = record.sha256
     drift = digest is not None and previous_sha is not None and previous_sha != digest
     record = record.model_copy(update={"previous_sha256": previous_sha, "drift": drift})
+    content_sha = previous.content_record_sha256 if previous is not None else None
     if digest is not None and previous_sha != digest:
-        await _write(storage, content_key(record.run_id, digest), _dump(record))
-    pointer = record.model_copy(update={"input": None})
+        content_sha = await _stored_record_hash(storage, content_key(record.run_id, digest))
+        if content_sha is None:  # new for the run (an input that changes back keeps its first record)
+            content = seal(record)
+            await _write(storage, content_key(record.run_id, digest), _dump(content))
+            content_sha = content.record_sha256
+    pointer = seal(record.model_copy(update={"input": None, "content_record_sha256": content_sha}))
     await _write(storage, latest_key(record.run_id), _dump(pointer))
-    return record
+    return pointer.model_copy(update={"input": record.input})
+
+
+async def _stored_record_hash(storage: WritableFileSystem, key: str) -> str | None:
+    """The whole-record hash of a stored record, or ``None`` if there is none (or it is unreadable)."""
+    try:
+        fields = json.loads(await _read(storage, key))
+    except Exception:  # a missing key raises differently in every filesystem block
+        return None
+    return record_hash(fields) if isinstance(fields, dict) else None
 
 
 def _dump(record: RunInputRecord) -> bytes:

@@ -26,6 +26,7 @@ from .generator import INPUT_SCHEMA_FORMS, OUTPUT_SCHEMA_FORMS, PROCESSORS, demo
 from .server import run_emulator_server
 from .store import RunStore
 from .transports import AsyncEmulatorTransport, EmulatorTransport
+from .webhooks import DeliveryAttempt, WebhookFaults, WebhookSender
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -34,6 +35,7 @@ __all__ = [
     "OUTPUT_SCHEMA_FORMS",
     "PROCESSORS",
     "AsyncEmulatorTransport",
+    "DeliveryAttempt",
     "Emulator",
     "EmulatorApp",
     "EmulatorResponse",
@@ -43,6 +45,8 @@ __all__ = [
     "RequestRecord",
     "RetryAfterStyle",
     "RunStore",
+    "WebhookFaults",
+    "WebhookSender",
     "demo_runs",
     "generate_runs",
     "run_emulator_server",

@@ -3,6 +3,8 @@ the accepted key and how many runs it serves.
 
 Example:
     python -m parallel_tasks.emulator --port 0 --runs 1000 --seed 1 --api-key KEY --rate-503 0.05
+    PARALLEL_WEBHOOK_SECRET=... python -m parallel_tasks.emulator --demo \
+        --webhook-url http://127.0.0.1:8790/webhooks/parallel --complete-after-ms 2000 --webhook-duplicate-rate 0.2
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from parallel_tasks.settings import WEBHOOK_SECRET_ENV_VAR, get_settings
+
 from .core import DEFAULT_API_KEY, Emulator
 from .faults import FAULT_NAMES, Fault, FaultConfig
 from .generator import demo_runs, generate_runs
 from .server import base_url_for, bind_socket, make_server
 from .store import RunStore
+from .webhooks import WebhookFaults, WebhookSender
 
 _RATE_FAULTS: tuple[Fault, ...] = (408, 429, 500, 502, 503, 504, "reset", "truncate", "html", "slow")
 
@@ -93,6 +98,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_ID=STATUS",
         help="a status one run always answers with",
     )
+    hooks = parser.add_argument_group("webhooks", "signed task_run.status deliveries when runs complete")
+    hooks.add_argument("--webhook-url", help="send every run's delivery here (default: the run's own webhook.url)")
+    hooks.add_argument(
+        "--webhook-secret",
+        help=f"the secret deliveries are signed with (default: ${WEBHOOK_SECRET_ENV_VAR}); without one, webhooks "
+        "are off",
+    )
+    hooks.add_argument(
+        "--complete-after-ms",
+        type=float,
+        metavar="MS",
+        help="complete every run that has a webhook URL this long after start (else: POST "
+        "/_emulator/runs/RUN_ID/complete)",
+    )
+    for fault in ("duplicate", "out-of-order", "bad-signature", "stale-timestamp"):
+        hooks.add_argument(f"--webhook-{fault}-rate", type=float, default=0.0, metavar="P", help=f"{fault} fault")
+    hooks.add_argument("--webhook-max-attempts", type=int, default=5, help="attempts per delivery (default 5)")
     parser.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
     parser.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     parser.add_argument("--log-level", default="warning")
@@ -123,6 +145,25 @@ def build_emulator(args: argparse.Namespace) -> Emulator:
         emulator.set_faults(FaultConfig(script=[_fault(f) for f in script.split(",")]), run_id=run_id)
     for run_id, status in args.run_status:
         emulator.set_faults(FaultConfig(status=int(status)), run_id=run_id)
+    from_settings = get_settings().webhook_secret  # the receiver's variable: both ends share one secret
+    secret = args.webhook_secret or (from_settings.get_secret_value() if from_settings else "")
+    if secret:
+        webhook_faults = WebhookFaults(
+            duplicate=args.webhook_duplicate_rate,
+            out_of_order=args.webhook_out_of_order_rate,
+            bad_signature=args.webhook_bad_signature_rate,
+            stale_timestamp=args.webhook_stale_timestamp_rate,
+        )
+        emulator.webhooks = WebhookSender(
+            store,
+            secret=secret,
+            url=args.webhook_url,
+            faults=webhook_faults,
+            seed=args.seed,
+            max_attempts=args.webhook_max_attempts,
+        )
+    elif args.webhook_url or args.complete_after_ms is not None:
+        raise ValueError(f"--webhook-url and --complete-after-ms need --webhook-secret (or ${WEBHOOK_SECRET_ENV_VAR})")
     return emulator
 
 
@@ -153,7 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = base_url_for(sock)
     print(url, flush=True)
     print(describe(emulator, url), file=sys.stderr, flush=True)
-    server.run(sockets=[sock])
+    if emulator.webhooks is not None and args.complete_after_ms is not None:
+        emulator.webhooks.complete_all(after_s=args.complete_after_ms / 1000)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if emulator.webhooks is not None:
+            emulator.webhooks.close()
     return 0
 
 

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import anyio
 
+from .webhooks import ADMIN_PREFIX, handle_admin
+
 if TYPE_CHECKING:
     from .core import Emulator
 
@@ -38,6 +40,9 @@ class EmulatorApp:
             return
         raw_path = scope.get("raw_path")
         path = raw_path.decode("latin-1") if raw_path else quote(scope["path"])
+        if path.startswith(ADMIN_PREFIX):
+            await _admin(self.emulator, scope["method"], path.partition("?")[0], receive, send)
+            return
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         plan = self.emulator.handle(scope["method"], path, headers)
         if plan.delay_s:
@@ -56,6 +61,20 @@ class EmulatorApp:
                 await anyio.sleep(plan.chunk_delay_s)
             more = index < last or plan.reset_after is not None
             await send({"type": "http.response.body", "body": part, "more_body": more})
+
+
+async def _admin(emulator: Emulator, method: str, path: str, receive: Receive, send: Send) -> None:
+    """The ``/_emulator/`` routes (completing runs, reading the webhook log); the body is capped at 64 KiB."""
+    body = b""
+    more = True
+    while more and len(body) <= 65536:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    status, answer = (413, b"{}") if more else handle_admin(emulator.webhooks, method, path, body)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer})
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -22,6 +22,7 @@ from .store import RunBody, RunStore
 if TYPE_CHECKING:
     from .asgi import EmulatorApp
     from .transports import AsyncEmulatorTransport, EmulatorTransport
+    from .webhooks import WebhookSender
 
 __all__ = [
     "DEFAULT_API_KEY",
@@ -216,6 +217,8 @@ class Emulator:
         self._log: deque[RequestRecord] = deque(maxlen=log_limit)
         self.requests_by_status: Counter[int] = Counter()
         self.requests_by_run: Counter[str] = Counter()
+        self.webhooks: WebhookSender | None = None
+        """Sends the signed deliveries of completed runs (the ``/_emulator/`` routes); None: webhooks are off."""
 
     # -- configuration -------------------------------------------------------------------------
 

@@ -164,3 +164,24 @@ def test_the_hash_is_over_what_is_stored_and_old_records_still_verify() -> None:
     old = json.loads(stored)
     del old["redacted_paths"]  # a record written before the field existed
     assert verify_record(json.dumps(old)).redacted_paths == ()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param("a" * 400_000 + " ://x", id="long word before a scheme separator"),
+        pytest.param("a" * 400_000 + " =x", id="long word before a key separator"),
+        pytest.param("a." * 200_000 + " :x", id="long dotted word before a key separator"),
+    ],
+)
+def test_a_long_word_is_masked_in_linear_time(hostile: str) -> None:
+    # The unbounded patterns retried from every character of the word: this text took hours; now well under a second.
+    message = f"{hostile} password=hunter2-{CANARY_KEY[:12]}"
+    masked = redact_text(message, [CANARY_KEY])
+    assert "hunter2" not in masked and masked.startswith(hostile[:1000])
+
+
+def test_a_masked_value_is_not_masked_twice() -> None:
+    masked = redact_text("https://u:p@h/x?token=abc then api_key=[REDACTED] and pw=[REDACTED]", [CANARY_KEY])
+    assert masked == f"https://{REDACTED}@h/x?token={REDACTED} then api_key={REDACTED} and pw={REDACTED}"

@@ -9,7 +9,7 @@ import pytest
 
 import parallel_tasks
 from parallel_tasks.credentials import resolve_credentials
-from parallel_tasks.settings import DEFAULT_BASE_URL, DEFAULT_READ_TIMEOUT, get_settings
+from parallel_tasks.settings import DEFAULT_BASE_URL, DEFAULT_READ_TIMEOUT, get_settings, openlineage_environment
 
 
 def test_defaults_without_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,3 +52,15 @@ def test_no_other_module_reads_the_environment() -> None:
         if reads.search(line)
     ]
     assert offenders == []
+
+
+def test_the_openlineage_clients_variables_are_seen_as_they_are_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENLINEAGE_URL", "http://marquez:5000")
+    monkeypatch.setenv("OPENLINEAGE__TRANSPORT__TYPE", "http")
+    monkeypatch.setenv("PARALLEL_OPENLINEAGE_TIMEOUT", "0.5")  # ours: a settings field, not the client's
+    seen = openlineage_environment()
+    assert seen["OPENLINEAGE_URL"] == "http://marquez:5000" and seen["OPENLINEAGE__TRANSPORT__TYPE"] == "http"
+    assert all(name.startswith("OPENLINEAGE") for name in seen)
+    assert get_settings().openlineage_timeout == 0.5
+    monkeypatch.delenv("OPENLINEAGE_URL")
+    assert "OPENLINEAGE_URL" not in openlineage_environment()

@@ -135,7 +135,6 @@ def prefect_env(home: Path, api_url: str) -> dict[str, str]:
         # Services these tests do not need.
         PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
         PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false",
-        PREFECT_SERVER_SERVICES_TRIGGERS_ENABLED="false",
         PREFECT_LOGGING_LOGGERS_HTTPX_LEVEL="WARNING",
     )
     return env
@@ -165,9 +164,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="package")
-def emulator_url() -> Iterator[str]:
-    """The emulator's demo runs over real HTTP (a thread of this process), accepting only ``E2E_KEY``."""
-    with run_emulator_server(Emulator(demo_runs(), api_keys=[E2E_KEY])) as base_url:
+def emulator() -> Emulator:
+    """The emulator of the end-to-end tests: the demo runs, accepting only ``E2E_KEY`` (tests may add runs)."""
+    return Emulator(demo_runs(), api_keys=[E2E_KEY])
+
+
+@pytest.fixture(scope="package")
+def emulator_url(emulator: Emulator) -> Iterator[str]:
+    """The emulator over real HTTP (a thread of this process)."""
+    with run_emulator_server(emulator) as base_url:
         yield base_url
 
 

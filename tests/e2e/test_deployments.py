@@ -27,7 +27,9 @@ from parallel_tasks import server_setup as setup
 from parallel_tasks.audit import load_run_ids
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
+from parallel_tasks.manifests import chain_folder
 from parallel_tasks.publishing import AUDIT_REPORT_KEY
+from parallel_tasks.verify import LocalStore, verify_store
 from tests.e2e.conftest import BLOCK, E2E_KEY, POOL, REPO, SetupRuns, Stack, started
 
 pytestmark = pytest.mark.e2e
@@ -67,7 +69,8 @@ def test_setup_configures_everything_then_changes_nothing(
         "block types": "registered parallel-credentials",
         f"credentials block {BLOCK!r}": f"created (base_url {emulator_url})",
         f"work pool {POOL!r}": "created (type process)",
-        "deployments": f"deployed {AUDIT} (new); audit-run-inputs/audit-chunk (new); {FETCH} (new)",
+        "deployments": f"deployed {AUDIT} (new); audit-run-inputs/audit-chunk (new); {FETCH} (new); "
+        "fetch-run-input/on-completion (new)",
         "setup": "done",
     }
     assert set(second.values()) == {"unchanged"} and len(second) == 5, setup_runs[1].stdout
@@ -164,6 +167,8 @@ def test_setup_sees_which_deployment_fields_differ(on_stack: None, client: SyncP
     assert setup.outdated_deployments(client, changed, REPO) == [f"{AUDIT} (concurrency, schedules)"]
     changed.write_text(text.replace("name: on-demand", "name: on-demand-2").replace("fetch, on-demand]", "fetch]"))
     assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-demand-2 (new)"]
+    changed.write_text(text.replace("within: 0\n", "within: 60\n"))
+    assert setup.outdated_deployments(client, changed, REPO) == ["fetch-run-input/on-completion (triggers)"]
 
 
 def has_children(pid: int) -> bool:
@@ -219,6 +224,10 @@ def test_deployment_runs_complete_on_a_process_worker(
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     made_by = {artifact.key: artifact.flow_run_id for artifact in artifacts}
     assert made_by == {keys[0]: fetched.id, keys[1]: audited.id, keys[2]: audited.id}
+    # Each deployment has its manifest chain, and the trail verifies.
+    for deployment in (AUDIT, FETCH):
+        assert list((stack.results / chain_folder(deployment)).glob("00000001-*.json")), deployment
+    assert verify_store(LocalStore(stack.results)).clean
 
 
 def test_interval_schedule_gets_runs_from_the_scheduler_and_the_worker_runs_one(

@@ -30,6 +30,7 @@ from parallel_tasks.emulator import Emulator, FaultConfig
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
 from parallel_tasks.publishing import AUDIT_REPORT_KEY
+from parallel_tasks.verify import LocalStore, verify_store
 from tests.conftest import CANARY_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -81,6 +82,8 @@ def test_fetch_flow_records_everything(
 
     record = verify_record((folder / summary["record_key"]).read_bytes())
     assert record.sha256 == summary["sha256"] and record.flow_run_id == str(flow_run_id(state))
+    (manifest,) = folder.glob("parallel-run-inputs/_manifests/fetch-run-input/0*.json")
+    assert manifest.stem.endswith(summary["manifest_sha256"]) and verify_store(LocalStore(folder)).clean
     assert record.task_run_id and record.base_url.startswith("http://127.0.0.1:")
     pointer = json.loads((folder / latest_key(GOOD)).read_text())
     assert pointer["sha256"] == summary["sha256"] and pointer["input"] is None
@@ -169,6 +172,16 @@ def test_audit_of_200_runs_with_404s_and_503s_keeps_every_record(
     assert sum(e.event == "parallel.task-run.input.recorded" for e in events) == 185
     assert sum(e.event == "parallel.task-run.input.failed" for e in events) == 15
     assert sum(e.event == "prefect.asset.materialization.succeeded" for e in events) == 185
+    # The manifest: verify finds the store clean, and its hash is where the store cannot rewrite it.
+    report = verify_store(LocalStore(folder))
+    assert report.clean and report.counts["manifests"] == 1, report.findings
+    (manifest_file,) = folder.glob("parallel-run-inputs/_manifests/audit-run-inputs/0*.json")
+    manifest_sha256 = manifest_file.stem.split("-")[1]
+    assert state.message.endswith(f"; manifest sha256 {manifest_sha256}")
+    assert manifest_sha256 in (summary.description or "")
+    (written,) = [e for e in events if e.event == "parallel.audit.manifest.written"]
+    assert written.payload["manifest_sha256"] == manifest_sha256 and written.payload["count"] == 200
+    assert written.resource.id == "parallel.audit-chain.audit-run-inputs"
     distinct = len(set(run_ids))
     batch_count = math.ceil(distinct / 40)
     progress = wait_for_logs(flow_run_id(state), "Progress:", until="(100%)")
@@ -198,8 +211,9 @@ def test_audit_with_map_option_and_a_run_id_file(
         fail_on_errors=False,
         return_state=True,
     )
-    assert state.is_completed() and state.message == "3 runs: 1 ok, 1 invalid, 1 not_found"
+    assert state.is_completed() and state.message.startswith("3 runs: 1 ok, 1 invalid, 1 not_found; manifest sha256 ")
     assert len(stored_records(folder)[0]) == 3
+    assert verify_store(LocalStore(folder)).clean
 
 
 def test_load_run_ids_formats(tmp_path: Path) -> None:
@@ -352,3 +366,25 @@ def test_task_retries_do_not_multiply_the_clients(credentials_block: str, clean_
     state = fetch_run_input(GOOD, credentials_block=credentials_block, return_state=True)
     assert state.is_failed() and "503" in (state.message or "")
     assert clean_emulator.requests_by_status[503] == 4  # the client's 4 attempts, no task retry on top
+
+
+def test_signed_manifests_from_a_secret_block(
+    credentials_block: str, storage: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.blocks.system import Secret
+
+    from parallel_tasks.manifests import ManifestKey
+    from parallel_tasks.settings import SIGNING_BLOCK_ENV_VAR
+    from parallel_tasks.verify import main as verify
+
+    slug, folder = storage
+    signing_key = "signing-key-5e1f0a2b3c4d5e6f"
+    Secret(value=signing_key).save("manifest-signing", overwrite=True)
+    monkeypatch.setenv(SIGNING_BLOCK_ENV_VAR, "manifest-signing")
+    fetch_run_input(GOOD, credentials_block=credentials_block, storage_block=slug)
+    fetch_run_input(BAD_METADATA, credentials_block=credentials_block, storage_block=slug)
+    assert verify_store(LocalStore(folder), key=ManifestKey.from_secret(signing_key)).clean
+    assert verify(["--path", str(folder), "--signing-key-block", "manifest-signing"]) == 0
+    wrong = verify_store(LocalStore(folder), key=ManifestKey.from_secret(signing_key + "-wrong"))
+    assert [f.kind for f in wrong.findings] == ["signature", "signature"]
+    assert not [p for p in folder.rglob("*.json") if signing_key in p.read_text()]

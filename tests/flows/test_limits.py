@@ -138,6 +138,7 @@ def test_runs_fetched_but_not_stored_are_not_called_unfetched(
     assert state.message.startswith(
         "1 of 2 runs could not be fetched; 1 of 2 runs were fetched but their records could not be stored"
     )
+    assert "; the audit's manifest could not be written;" in state.message  # logged, and the summary kept
     summary = state.result(raise_on_failure=False)
     rows = {row["run_id"]: row for row in summary.rows}
     assert (

@@ -1,5 +1,6 @@
 """The built wheel on its own: installed in a fresh virtual environment, without this repository on the path,
-it imports both flows and runs one against the emulator (the flows are part of the package, not of flows/)."""
+it imports both flows and runs one against the emulator (the flows are part of the package, not of flows/), and
+it ships the OpenLineage facet schema the events name."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from parallel_tasks.emulator import Emulator, demo_runs, run_emulator_server
+from parallel_tasks.openlineage import CUSTOM_FACET_SCHEMA_URL
 
 pytestmark = [pytest.mark.wheel, pytest.mark.timeout(240)]
 
@@ -26,9 +28,11 @@ SCRIPT = """
 import json, sys
 import parallel_tasks
 from parallel_tasks.flows import audit_run_inputs, fetch_run_input
+from parallel_tasks.openlineage import CUSTOM_FACET_SCHEMA
 summary = fetch_run_input(sys.argv[1])
+facet = [str(CUSTOM_FACET_SCHEMA), json.loads(CUSTOM_FACET_SCHEMA.read_text())]
 print(json.dumps({"package": parallel_tasks.__file__, "flows": [audit_run_inputs.name, fetch_run_input.name],
-                  "summary": summary}))
+                  "summary": summary, "facet": facet}))
 """
 
 
@@ -78,3 +82,6 @@ def test_the_wheel_alone_imports_both_flows_and_runs_one(prefect_harness: None, 
     assert result["summary"]["run_id"] == RUN_ID and result["summary"]["status"] == "ok"
     stored = tmp_path / "results" / "parallel-run-inputs" / RUN_ID
     assert (stored / f"{result['summary']['sha256']}.json").is_file() and (stored / "latest.json").is_file()
+    facet_path, facet_schema = result["facet"]
+    assert Path(facet_path).is_relative_to(venv)
+    assert facet_schema["$id"] == CUSTOM_FACET_SCHEMA_URL.partition("#")[0]

@@ -107,7 +107,7 @@ def stored_runs(root: Path) -> dict[str, StoredRun]:
     base = root / RECORD_PREFIX
     if not base.is_dir():
         return runs
-    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in base.iterdir() if p.is_dir() and p.name != "_manifests"):
         run = StoredRun(unquote(folder.name), folder)
         for path in sorted(folder.rglob("*")):
             if path.is_dir():
@@ -125,9 +125,10 @@ def stored_runs(root: Path) -> dict[str, StoredRun]:
 
 
 def stray_files(root: Path) -> list[Path]:
-    """Files under ``root`` that are not inside a run folder (nothing should be there)."""
+    """Files under ``root`` that are not inside a run folder or the manifests' folder (nothing else should be there)."""
     base = root / RECORD_PREFIX
-    return [p for p in root.rglob("*") if p.is_file() and p.parent.parent != base]
+    manifests = base / "_manifests"
+    return [p for p in root.rglob("*") if p.is_file() and p.parent.parent != base and manifests not in p.parents]
 
 
 def check_complete_run(run: StoredRun) -> RunInputRecord:

@@ -22,6 +22,7 @@ import pytest
 from parallel_tasks.emulator import Emulator, FaultConfig
 from parallel_tasks.lineage import verify_record
 from parallel_tasks.models import RunInputRecord
+from parallel_tasks.verify import LocalStore, verify_store
 from tests.conftest import CANARY_KEY, REPO
 from tests.reliability.conftest import check_complete_run, stored_runs, stray_files
 
@@ -159,5 +160,8 @@ def test_killed_audit_is_rerun_without_losing_or_duplicating_records(
     assert {run_id for run_id in run_ids if after[run_id].previous_sha256 is None} == set(run_ids) - set(
         recorded_before
     )
+    # The killed run left records but no manifest; the rerun's manifest covers them all: verify passes.
+    report = verify_store(LocalStore(folder))
+    assert report.clean and report.counts["manifests"] == 1 and report.counts["runs"] == RUNS, report.findings
     # The key went through both processes (PARALLEL_API_KEY) and never into their output.
     assert CANARY_KEY not in first_log + second_log
