@@ -4,13 +4,16 @@
 
 Installs headless Chromium from Debian's packages if it is missing, starts ``prefect server start`` on a free port
 (a fresh ``PREFECT_HOME``, analytics off, the UI told where its API is), runs ``flows/demo.py`` against it with the
-emulator, then saves the audit's run page, its progress bar, its summary table and markdown report, and one valid,
-one invalid and one not-found per-run artifact. Not part of ``make test``: it takes a minute and needs Chromium.
+emulator, then saves, through Chromium's DevTools protocol, the audit's run page on its Artifacts tab, its progress
+artifact, its summary table and markdown report, and one valid, one invalid and one not-found per-run artifact.
+Not part of ``make test``: it takes a minute and needs Chromium.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import os
 import shutil
 import signal
@@ -19,7 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,9 +39,14 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--hide-scrollbars",
-    "--window-size=1400,1000",
-    "--virtual-time-budget=15000",
+    "--window-size=1920,1080",  # wide enough for the summary table's sha256 column
 ]
+# JavaScript conditions awaited before a screenshot: an artifact page has drawn its data; the run page's Artifacts
+# tab lists the audit's progress artifact (Prefect draws it as a card with the percentage in text, not as a bar).
+ARTIFACT_DRAWN = "!!document.querySelector('.artifact-data-markdown, .artifact-data-table, .artifact-data-progress')"
+PROGRESS_CARD = (
+    "[...document.querySelectorAll('.artifact-card__subheader')].some(e => e.textContent.trim() === 'progress')"
+)
 
 
 def chromium() -> str:
@@ -101,15 +111,62 @@ def pages(ui: str) -> dict[str, str]:
         }
 
 
-def screenshot(browser: str, url: str, path: Path) -> None:
+def screenshot(browser: str, url: str, path: Path, *, click: str | None = None, ready: str = ARTIFACT_DRAWN) -> None:
+    """Open url in headless Chromium over the DevTools protocol, click the element whose text is `click` (if any),
+    wait until the JavaScript condition `ready` holds and save the viewport as a PNG."""
+    from websockets.sync.client import connect
+
     with tempfile.TemporaryDirectory(prefix="ui-check-chromium-") as profile:
-        subprocess.run(  # noqa: S603 - the browser found above, our own flags and UI address
-            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={path}", url],
-            check=True,
-            capture_output=True,
-            timeout=120,
+        proc = subprocess.Popen(  # noqa: S603 - the browser found above, our own flags
+            [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
+        try:
+            port_file = Path(profile) / "DevToolsActivePort"
+            until(port_file.exists, f"Chromium wrote no {port_file.name}")
+            port = port_file.read_text().split()[0]
+            targets = httpx.get(f"http://127.0.0.1:{port}/json/list", timeout=10).json()
+            page = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
+            with connect(page, max_size=None, open_timeout=10) as ws:
+                ids = iter(range(1, 1_000_000))
+
+                def call(method: str, **params: object) -> dict[str, Any]:
+                    ws.send(json.dumps({"id": (sent := next(ids)), "method": method, "params": params}))
+                    while (reply := json.loads(ws.recv(timeout=30))).get("id") != sent:
+                        pass  # an event: not ours
+                    if "error" in reply:
+                        sys.exit(f"{method} failed on {url}: {reply['error']}")
+                    return dict(reply["result"])
+
+                def holds(expression: str) -> bool:
+                    return bool(
+                        call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+                    )
+
+                call("Emulation.setDeviceMetricsOverride", width=1920, height=1080, deviceScaleFactor=1, mobile=False)
+                call("Page.navigate", url=url)
+                if click is not None:
+                    candidates = "[...document.querySelectorAll('[role=tablist] > *, button, a')]"
+                    tab = f"{candidates}.find(e => e.textContent.trim() === {json.dumps(click)})"
+                    until(lambda: holds(f"!!{tab}"), f"no {click!r} to click on {url}")
+                    holds(f"{tab}.click()")
+                until(lambda: holds(ready), f"{url} never showed {ready}")
+                shot = call("Page.captureScreenshot", format="png")
+                path.write_bytes(base64.b64decode(shot["data"]))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     print(f"  {path.relative_to(REPO) if path.is_relative_to(REPO) else path}  <- {url}")
+
+
+def until(condition: Callable[[], bool], failure: str, timeout: float = 60.0) -> None:
+    """Poll `condition` until it holds; exit naming `failure` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            sys.exit(failure)
+        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         print(f"Screenshots in {args.out}:")
         for name, url in pages(ui).items():
-            screenshot(browser, url, args.out / f"{name}.png")
+            if name == "audit-run-page":
+                screenshot(browser, url, args.out / f"{name}.png", click="Artifacts", ready=PROGRESS_CARD)
+            else:
+                screenshot(browser, url, args.out / f"{name}.png")
     finally:
         server.send_signal(signal.SIGTERM)  # a background server ignores SIGINT
         try:
