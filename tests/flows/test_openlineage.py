@@ -262,7 +262,9 @@ def test_a_broken_backend_leaves_records_and_state_unchanged(
     quiet = audit_run_inputs(
         run_ids=run_ids, credentials_block=credentials_block, storage_block=slug, return_state=True
     )
-    assert state.type == quiet.type and state.message == quiet.message
+    # Each audit writes its own manifest (its hash ends the message); what the audit says before it is the same.
+    said, said_quietly = (str(s.message).partition("; manifest sha256 ") for s in (state, quiet))
+    assert state.type == quiet.type and said[0] == said_quietly[0] and said[2] and said_quietly[2]
     assert all((folder / latest_key(run_id)).is_file() for run_id in run_ids)
     assert len([m for m in flow_warnings if m.startswith("OpenLineage")]) == 1
 
