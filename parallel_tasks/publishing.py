@@ -15,7 +15,14 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from parallel_tasks.models import AuditSummary, RunInputRecord
-from parallel_tasks.rendering import PROBLEMS_LISTED, audit_markdown, problem, render_markdown, shown_status
+from parallel_tasks.rendering import (
+    PROBLEMS_LISTED,
+    audit_markdown,
+    problem,
+    progress_text,
+    render_markdown,
+    shown_status,
+)
 from parallel_tasks.storage import store_record
 
 if TYPE_CHECKING:
@@ -150,7 +157,7 @@ class AuditProgress:
         self._id = create(0.0, description=self._description(), _sync=True)
 
     def _description(self) -> str:
-        return f"{self.done} of {self.total} runs audited"
+        return progress_text(self.done, self.total)
 
     def advance(self, runs: int) -> None:
         """``runs`` more runs are done: move the bar."""

@@ -21,6 +21,7 @@ __all__ = [
     "by_problem",
     "metadata_table",
     "problem",
+    "progress_text",
     "render_markdown",
     "shown_status",
     "summary_row",
@@ -62,6 +63,13 @@ def metadata_table(record: RunInputRecord) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def progress_text(done: int, total: int, width: int = 20) -> str:
+    """A progress bar drawn in text, for the progress artifact's card: Prefect's UI shows that artifact's
+    value as a number only, so the card's description carries the bar."""
+    filled = width * done // max(1, total)
+    return f"{'█' * filled}{'░' * (width - filled)} {done} of {total} runs audited"
 
 
 def shown_status(record: RunInputRecord) -> str:

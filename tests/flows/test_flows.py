@@ -351,7 +351,7 @@ def test_audit_shows_progress_and_names_its_problem_runs(credentials_block: str,
     with get_client(sync_client=True) as client:
         made = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id={"any_": [flow_run_id(state)]}))
     (progress,) = [a for a in made if a.type == "progress"]
-    assert progress.data == 100.0 and progress.description == "3 of 3 runs audited"
+    assert progress.data == 100.0 and progress.description == f"{'█' * 20} 3 of 3 runs audited"
     (report,) = [a for a in made if a.key == AUDIT_REPORT_KEY]
     assert f"[{missing}](/artifacts/key/{artifact_key(missing)}) **not_found**" in str(report.data)
     named = wait_for_logs(flow_run_id(state), "Run trun_", until=missing)

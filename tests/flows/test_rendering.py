@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from parallel_tasks import NotFoundError, TaskRunInput
 from parallel_tasks.errors import AuthenticationError
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.publishing import artifact_link
 from parallel_tasks.records import build_failure_record, build_record, summarize
-from parallel_tasks.rendering import PROBLEMS_LISTED, audit_markdown, render_markdown
+from parallel_tasks.rendering import PROBLEMS_LISTED, audit_markdown, progress_text, render_markdown
 from parallel_tasks.validation import check_task_run_input
 
 GOOD = {"processor": "core", "input": "What is the GDP of France?", "metadata": {"team": "audit"}}
@@ -102,3 +104,11 @@ def test_an_invalid_run_lists_its_violations_and_a_changed_one_says_from_what() 
     assert "- **Status:** invalid\n" in invalid and "| error | `metadata.key_too_long` |" in invalid
     changed = render_markdown(fetched("trun_b2", GOOD, drift=True, previous_sha256="f" * 64))
     assert "(input changed since last recorded)" in changed and f"`{'f' * 64}`" in changed
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "bar"),
+    [(0, 13, "░" * 20), (6, 13, "█" * 9 + "░" * 11), (13, 13, "█" * 20), (0, 0, "░" * 20)],
+)
+def test_the_progress_card_draws_its_bar_in_text(done: int, total: int, bar: str) -> None:
+    assert progress_text(done, total) == f"{bar} {done} of {total} runs audited"
