@@ -116,7 +116,8 @@ def screenshot(browser: str, url: str, path: Path, *, click: str | None = None, 
     wait until the JavaScript condition `ready` holds and save the viewport as a PNG."""
     from websockets.sync.client import connect
 
-    with tempfile.TemporaryDirectory(prefix="ui-check-chromium-") as profile:
+    # Chromium's helper processes can still be writing its profile as it exits: leave what they leave.
+    with tempfile.TemporaryDirectory(prefix="ui-check-chromium-", ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen(  # noqa: S603 - the browser found above, our own flags
             [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
             stdout=subprocess.DEVNULL,
