@@ -9,7 +9,7 @@ PRISM := tools/prism/node_modules/.bin/prism
 # and every process (each Prefect worker, server and test) would pay seconds to import Prefect.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install test lint typecheck pytest test-versions demo bench test-scale deploy clean
+.PHONY: install test lint typecheck pytest test-versions demo bench test-scale deploy clean ui-check
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -48,6 +48,11 @@ clean:
 
 demo: install
 	$(PY) flows/demo.py
+
+# What a person sees, in headless Chromium (installed from Debian's packages if missing): the demo against a Prefect
+# server of its own, screenshots of the run page and the artifacts into docs/screenshots/. Not part of `make test`.
+ui-check: install
+	$(PY) tools/ui_check.py
 
 # Ready a running Prefect server (PREFECT_API_URL) for the deployments: block types, the `parallel` credentials block
 # from PARALLEL_API_KEY (or `make deploy EMULATOR=http://127.0.0.1:8787`), the parallel-process work pool, and

@@ -11,6 +11,8 @@ import argparse
 import sys
 
 from parallel_tasks._prefect_server import local_server_defaults
+from parallel_tasks.credentials import resolve_credentials
+from parallel_tasks.errors import MissingCredentialsError
 from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.settings import DEFAULT_CONCURRENCY
 
@@ -26,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-run-artifacts", action="store_true")
     args = parser.parse_args(argv)
     with local_server_defaults():
+        try:  # before the flow starts: a missing key is reported once, without a traceback
+            resolve_credentials(args.credentials_block)
+        except MissingCredentialsError as error:
+            parser.exit(2, f"{parser.prog}: {error}\n  here: --credentials-block NAME, or PARALLEL_API_KEY=...\n")
         state = audit_run_inputs(
             run_ids=args.run_ids,
             run_ids_file=args.run_ids_file,

@@ -14,11 +14,11 @@ from parallel_tasks import ParallelCredentials
 from parallel_tasks._prefect_server import local_server_defaults, ui_address
 from parallel_tasks.emulator import Emulator, demo_runs, run_emulator_server
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
-from parallel_tasks.publishing import artifact_key
+from parallel_tasks.publishing import AUDIT_REPORT_KEY, artifact_key
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_BLOCK = "parallel-demo"
-MISSING_RUN = "trun_0000000000000000000000000000dead"
+MISSING_RUN = "trun_e1d07a55c2b94f3e8a6b0c9d4f21a7e3"  # not in the demo set: a not_found run
 
 
 def print_table(rows: list[dict[str, object]], columns: list[str]) -> None:
@@ -51,7 +51,7 @@ def main() -> int:
         )
     summary = state.result()
     print(f"\naudit-run-inputs: {state.name}: {state.message}\n")
-    print_table(summary.rows, ["run_id", "status", "violations", "sha256", "detail"])
+    print_table(summary.rows, ["run_id", "status", "detail", "processor", "sha256"])
     from prefect.settings import get_current_settings
 
     records = Path(get_current_settings().results.local_storage_path) / "parallel-run-inputs"
@@ -61,10 +61,11 @@ def main() -> int:
         "print(verify_record(open(sys.argv[1], 'rb').read()).sha256)\" <record.json>"
     )
     print("\nArtifacts:")
-    print(f"  {SUMMARY_ARTIFACT_KEY}  (the audit's summary table)")
+    print(f"  {SUMMARY_ARTIFACT_KEY}  (the audit's summary table, problems first)")
+    print(f"  {AUDIT_REPORT_KEY}  (its report: counts, violations by rule, links to the problem runs)")
     for run_id in run_ids[:3]:
-        print(f"  {artifact_key(run_id)}  and  {artifact_key(run_id)}-metadata")
-    print(f"  ... one pair per run ({len(run_ids)} runs)")
+        print(f"  {artifact_key(run_id)}")
+    print(f"  ... one markdown artifact per run ({len(run_ids) + 1} runs)")
     print("\nLook at them:")
     print("  .venv/bin/prefect artifact ls")
     print(f"  .venv/bin/prefect artifact inspect {SUMMARY_ARTIFACT_KEY}")

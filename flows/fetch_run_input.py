@@ -15,6 +15,8 @@ import json
 import sys
 
 from parallel_tasks._prefect_server import local_server_defaults
+from parallel_tasks.credentials import resolve_credentials
+from parallel_tasks.errors import MissingCredentialsError
 from parallel_tasks.flows import fetch_run_input
 
 __all__ = ["fetch_run_input", "main"]
@@ -28,6 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fail-on-invalid", action="store_true")
     args = parser.parse_args(argv)
     with local_server_defaults():
+        try:  # before the flow starts: a missing key is reported once, without a traceback
+            resolve_credentials(args.credentials_block)
+        except MissingCredentialsError as error:
+            parser.exit(2, f"{parser.prog}: {error}\n  here: --credentials-block NAME, or PARALLEL_API_KEY=...\n")
         summary = fetch_run_input(
             args.run_id,
             credentials_block=args.credentials_block,

@@ -43,6 +43,7 @@ class AiohttpExchange:
     """A lazily opened aiohttp session for one base URL, with the client's headers, timeouts and proxy."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], timeout: httpx.Timeout, max_connections: int) -> None:
+        self._base_url = base_url
         self._session: aiohttp.ClientSession | None = None  # opened on first use, inside the event loop
         self._max_connections = max_connections
         self._headers = dict(headers)
@@ -85,7 +86,8 @@ class AiohttpExchange:
         except asyncio.TimeoutError:
             if _expired(guard):
                 raise APITimeoutError(
-                    f"Request timed out for run {run_id!r}: no progress for {read:g}s", run_id=run_id
+                    f"Request timed out for run {run_id!r} at {self._base_url}: no progress for {read:g}s",
+                    run_id=run_id,
                 ) from None
             raise
 

@@ -55,9 +55,10 @@ def interpret(
     raise status_error(run_id, status, headers, body, redact=redact, base_url=base_url)
 
 
-def exchange_failure(run_id: str, exc: Exception, *, redact: Redact) -> APIError:
+def exchange_failure(run_id: str, exc: Exception, *, redact: Redact, base_url: str) -> APIError:
     """The error for an exchange that got no usable response, built from the exception's type and text only:
-    httpx exceptions hold the request, whose headers carry the key, so they are never chained."""
+    httpx exceptions hold the request, whose headers carry the key, so they are never chained. It names the
+    base URL it tried (which never holds a key: a URL with userinfo or a query is refused)."""
     if isinstance(exc, httpx.InvalidURL):
         # An httpx client prepares the next request of a redirect, even one it will not follow, and raises
         # InvalidURL when the Location cannot be made a URL: the response's fault, not the transport's.
@@ -67,7 +68,7 @@ def exchange_failure(run_id: str, exc: Exception, *, redact: Redact) -> APIError
     cls = APITimeoutError if timed_out else APIConnectionError
     what = "timed out" if cls is APITimeoutError else "connection failed"
     detail = redact(str(exc)) or "no detail"
-    return cls(f"Request {what} for run {run_id!r}: {type(exc).__name__}: {detail}", run_id=run_id)
+    return cls(f"Request {what} for run {run_id!r} at {base_url}: {type(exc).__name__}: {detail}", run_id=run_id)
 
 
 def too_large(run_id: str, status_code: int, what: str, cap: int) -> ResponseTooLargeError:

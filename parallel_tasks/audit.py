@@ -28,6 +28,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.credentials import ParallelCredentials
 from parallel_tasks.models import RunInputRecord
+from parallel_tasks.publishing import AuditProgress
 from parallel_tasks.records import build_failure_record
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DASK_ENV_VAR, get_settings
@@ -63,7 +64,7 @@ class BatchOptions:
     Attributes:
         concurrency: Requests in flight at once, over all batches.
         storage: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
-        artifacts: Also create each run's markdown and metadata artifacts.
+        artifacts: Also create each run's markdown artifact.
     """
 
     concurrency: int
@@ -125,14 +126,16 @@ def load_run_ids(path: str | Path) -> list[str]:
 
 
 class _Collector:
-    """Gathers the outcome of each batch as it finishes: materializes its assets and logs progress
-    about every 10%. A batch that broke as a whole counts as a failure of each of its runs."""
+    """Gathers the outcome of each batch as it finishes: materializes its assets, moves the progress bar,
+    names its problem runs and logs progress about every 10%. A batch that broke as a whole counts as a
+    failure of each of its runs."""
 
     def __init__(self, total: int, base_url: str, secrets: tuple[str, ...] = ()) -> None:
         self.total, self.base_url, self._secrets = total, base_url, secrets
         self.records: list[RunInputRecord] = []
         self._next_progress = 10
         self._logger = get_run_logger()
+        self.progress = AuditProgress(total, self._logger)
 
     def add(self, batch: list[str], outcome: list[RunInputRecord] | BaseException, last: bool) -> None:
         if isinstance(outcome, BaseException):
@@ -142,6 +145,8 @@ class _Collector:
             ]
         self.records += outcome
         materialize_run_input_assets(outcome, name="materialize-run-inputs")
+        self.progress.advance(len(outcome))
+        self.progress.name_problems(outcome)
         percent = 100 * len(self.records) // self.total
         if percent >= self._next_progress or last:
             failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in self.records)
@@ -155,6 +160,8 @@ class _Collector:
                 unstored,
             )
             self._next_progress = (percent // 10 + 1) * 10
+        if last:
+            self.progress.finish()
 
 
 def audit_in_batches(
@@ -229,11 +236,13 @@ def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options
     """One task run per run id and step (``use_map=True``), mapped ``options.concurrency`` run ids at a time
     (Prefect's thread pool would otherwise run every fetch at once)."""
     concurrency, storage, artifacts = options.concurrency, options.storage, options.artifacts
+    progress = AuditProgress(len(run_ids), get_run_logger())
     fetched: list[PrefectFuture[Any]] = []
     for start in range(0, len(run_ids), concurrency):
         window = retrieve_task_run_input.map(run_ids[start : start + concurrency], credentials=unmapped(credentials))
         window.wait()
         fetched += window
+        progress.advance(len(window))
     records: list[RunInputRecord] = []
     for run_id, future in zip(run_ids, fetched, strict=True):
         outcome = future.result(raise_on_failure=False)
@@ -257,6 +266,8 @@ def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options
             )
         )
     materialize_run_input_assets(records)
+    progress.name_problems(records)
+    progress.finish()
     return records
 
 
@@ -277,21 +288,26 @@ def audit_in_chunks(
         )
         children[child.id] = chunk
     logger.info("Started %d chunk flow runs of %s (%d runs each)", len(chunks), deployment, chunk_size)
-    finished = _wait_for_flow_runs(list(children), logger)
-    return run_coro_as_sync(_gather_outcomes(children, finished, parameters.storage_block, base_url))
+    progress = AuditProgress(len(run_ids), logger)
+    finished = _wait_for_flow_runs(children, logger, progress)
+    records = run_coro_as_sync(_gather_outcomes(children, finished, parameters.storage_block, base_url))
+    progress.name_problems(records)
+    progress.finish()
+    return records
 
 
-def _wait_for_flow_runs(ids: list[UUID], logger: Any) -> dict[UUID, FlowRun]:
-    """Poll until every flow run is in a final state, logging as chunks finish."""
+def _wait_for_flow_runs(children: dict[UUID, list[str]], logger: Any, progress: AuditProgress) -> dict[UUID, FlowRun]:
+    """Poll until every flow run is in a final state, logging and moving the progress bar as chunks finish."""
     done: dict[UUID, FlowRun] = {}
     with get_client(sync_client=True) as client:
-        while len(done) < len(ids):
+        while len(done) < len(children):
             time.sleep(CHUNK_POLL_SECONDS)
-            pending = [i for i in ids if i not in done]
+            pending = [i for i in children if i not in done]
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=pending))):
                 if run.state is not None and run.state.is_final():
                     done[run.id] = run
-                    logger.info("Chunk %s finished: %s (%d/%d)", run.name, run.state.name, len(done), len(ids))
+                    progress.advance(len(children[run.id]))
+                    logger.info("Chunk %s finished: %s (%d/%d)", run.name, run.state.name, len(done), len(children))
     return done
 
 

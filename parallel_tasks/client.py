@@ -144,7 +144,7 @@ class _ClientCore(Generic[HttpClient, Transport]):
         return scrub_secrets(value, (self._api_key,))
 
     def _exchange_failure(self, run_id: str, exc: Exception) -> APIError:
-        return exchange_failure(run_id, exc, redact=self._redact)
+        return exchange_failure(run_id, exc, redact=self._redact, base_url=self._base_url)
 
     def _check_declared_size(self, run_id: str, status: int, headers: Headers) -> None:
         declared = headers.get("content-length", "")
@@ -168,7 +168,8 @@ class _ClientCore(Generic[HttpClient, Transport]):
         deadline = self.retry_policy.deadline
         if deadline is not None and time.monotonic() - started > deadline:
             return APITimeoutError(
-                f"Request timed out for run {run_id!r}: the overall {deadline:g}s deadline passed", run_id=run_id
+                f"Request timed out for run {run_id!r} at {self._base_url}: the overall {deadline:g}s deadline passed",
+                run_id=run_id,
             )
         return None
 
@@ -225,6 +226,7 @@ class _ClientCore(Generic[HttpClient, Transport]):
         # Outcomes are never chained (an httpx exception would carry the request's key); Python 3.10 can
         # chain one anyway: a coroutine resumed with throw() may keep an old exception as the one handled.
         error.__context__ = None
+        error.attempts = attempts  # so Prefect's task retries can tell what this client already retried
         return FetchResult(run_id, error=error, attempts=attempts, elapsed_ms=_ms(started))
 
     def _fetched(self, run_id: str, run_input: TaskRunInput, attempts: int, started: float, quiet: bool) -> FetchResult:
@@ -273,7 +275,7 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
         >>> from parallel_tasks.emulator import Emulator
         >>> emulator = Emulator(api_keys=["demo-key"])  # serves the demo runs
         >>> with ParallelClient("demo-key", base_url="http://127.0.0.1", transport=emulator.transport()) as client:
-        ...     run_input = client.get_task_run_input("trun_900d0000000000000000000000000001")
+        ...     run_input = client.get_task_run_input("trun_bbf5d6d60a5a8aca6d19f35c5426fab0")
         >>> run_input.processor
         'core'
     """

@@ -69,10 +69,12 @@ class APIError(ParallelError):
     """A request to the Parallel API failed. ``run_id`` names the run it was for.
 
     ``retryable`` says whether the retry policy treats it as worth retrying; :func:`parallel_tasks.retry.is_retryable`
-    decides, from the status or, without one, from ``failure`` (what went wrong).
+    decides, from the status or, without one, from ``failure`` (what went wrong). ``attempts`` is how many
+    requests the client made before giving up (0 when it did not say).
     """
 
     failure: Failure | None = None
+    attempts: int = 0
 
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         super().__init__(message)

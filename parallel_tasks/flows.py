@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
 from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
@@ -26,6 +25,7 @@ from parallel_tasks.errors import InvalidRunInputError
 from parallel_tasks.manifests import write_audit_manifest
 from parallel_tasks.models import AuditSummary
 from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
+from parallel_tasks.publishing import SUMMARY_ARTIFACT_KEY, publish_audit
 from parallel_tasks.records import summarize
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from parallel_tasks.tasks import (
@@ -37,8 +37,6 @@ from parallel_tasks.tasks import (
 )
 
 __all__ = ["SUMMARY_ARTIFACT_KEY", "audit_run_inputs", "fetch_run_input"]
-
-SUMMARY_ARTIFACT_KEY = "parallel-run-input-audit"
 
 
 @flow(name="fetch-run-input", flow_run_name="fetch-run-input-{run_id}")
@@ -112,7 +110,8 @@ def audit_run_inputs(
     chunk_deployment: str = "audit-run-inputs/audit-chunk",
     openlineage: bool = True,
 ) -> State[AuditSummary]:
-    """Fetch, validate and record the inputs of many runs, then publish one summary table.
+    """Fetch, validate and record the inputs of many runs, then publish a summary table (problems first) and a
+    markdown report, with a progress bar on the run page while it runs.
 
     Args:
         run_ids: The run ids to audit.
@@ -122,7 +121,7 @@ def audit_run_inputs(
             with ``chunk_size``, in each chunk's flow run.
         batch_size: Runs per batch task; by default about a tenth of the runs (at least 50).
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
-        per_run_artifacts: Also create each run's markdown and metadata artifacts (thousands would bury the UI).
+        per_run_artifacts: Also create each run's markdown artifact (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).
         fail_on_errors: End in a Failed state when any input could not be fetched or stored, or the manifest
             could not be written; the records are kept either way.
@@ -154,11 +153,7 @@ def audit_run_inputs(
     add_openlineage_inputs(records)
     manifest = write_audit_manifest(records, storage_block)
     summary = summarize(records, duplicates=len(given) - len(distinct), manifest=manifest)
-    create_table_artifact(
-        summary.rows,
-        key=SUMMARY_ARTIFACT_KEY,
-        description=f"Audit of Parallel run inputs: {summary.describe()}",
-    )
+    publish_audit(summary, records, per_run_artifacts=per_run_artifacts)
     logger.info("Audit finished: %s", summary.describe())
     if fail_on_errors and (summary.not_fetched or summary.not_stored or manifest is None):
         return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)

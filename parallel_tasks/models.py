@@ -338,7 +338,8 @@ class AuditSummary(BaseModel):
         counts: Runs per status (``ok``, ``invalid``, ``not_found``, ``unauthorized``, ``failed``, ``not_stored``).
         drifted: Runs whose input changed since it was last recorded.
         duplicates: Run ids given more than once (audited once).
-        rows: One summary row per run (run id, status, violations, sha256, ...), sorted by run id.
+        rows: One summary row per run (run id, status, detail, processor, sha256 prefix, ...), problems first
+            (failed, unauthorized, not_found, not_stored, invalid, drift, ok), then by run id.
         manifest_sha256: The sha256 of the manifest this audit wrote (see :mod:`parallel_tasks.manifests`).
     """
 

@@ -25,7 +25,7 @@ from urllib.parse import quote
 from parallel_tasks.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from parallel_tasks.models import AuditSummary, RecordStatus, RunInputRecord, TaskRunInput, ValidationReport
 from parallel_tasks.redaction import Redactor
-from parallel_tasks.rendering import summary_row
+from parallel_tasks.rendering import by_problem, summary_row
 
 __all__ = [
     "RECORD_PREFIX",
@@ -219,9 +219,9 @@ def verify_record(data: bytes | str) -> RunInputRecord:
 
 
 def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0, manifest: str | None = None) -> AuditSummary:
-    """Counts by status, and one summary row per run, over the outcome records of an audit (and the
-    sha256 of the manifest it wrote, which its state message and summary artifact then show)."""
-    ordered = sorted(records, key=lambda r: r.run_id)
+    """Counts by status, and one summary row per run (problems first), over the outcome records of an audit (and
+    the sha256 of the manifest it wrote, which its state message and summary artifact then show)."""
+    ordered = by_problem(records)
     counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"), 0)
     for record in ordered:
         counts[record.status] += 1

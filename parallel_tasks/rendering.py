@@ -1,21 +1,49 @@
-"""What people read: the per-run markdown, the metadata table and the audit's summary rows.
+"""What people read: the per-run markdown, the audit's summary rows (problems first) and its markdown report.
 
 Presentation only: the limits and the preview come from :mod:`parallel_tasks.validation`, the facts from the record.
 """
 
 from __future__ import annotations
 
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from parallel_tasks.models import RunInputRecord
+from parallel_tasks.models import AuditSummary, RunInputRecord
 from parallel_tasks.validation import METADATA_KEY_MAX, METADATA_VALUE_MAX, preview, text_length
 
-__all__ = ["metadata_table", "render_markdown", "summary_row"]
+__all__ = [
+    "HASH_PREFIX",
+    "PROBLEMS_LISTED",
+    "PROBLEM_ORDER",
+    "audit_markdown",
+    "by_problem",
+    "metadata_table",
+    "problem",
+    "progress_text",
+    "render_markdown",
+    "shown_status",
+    "summary_row",
+]
+
+PROBLEM_ORDER = ("failed", "unauthorized", "not_found", "not_stored", "invalid", "drift", "ok")
+"""How an audit's runs are ordered for people: not fetched, not stored, invalid, changed since last recorded
+(``drift``: an ``ok`` run whose input changed), then ok."""
+
+PROBLEMS_LISTED = 50
+"""At most this many problem runs are listed by name (in the audit report, in the logs); then a count."""
+
+HASH_PREFIX = 12
+"""Characters of the sha256 shown in the summary table; the full hash is in the record."""
+
+_REF_ID = re.compile(r"\(ref_id ([^)\s]+)\)")
+_ERROR_CLASS = re.compile(r"^[A-Za-z]+Error: ")
 
 
-def _cell(value: Any) -> str:
-    """Table-cell text for markdown: no pipes or newlines to break the table."""
-    return preview(value).replace("|", "\\|").replace("\n", " ")
+def _cell(value: Any, limit: int = 80) -> str:
+    """Table-cell text for markdown, at most ``limit`` characters: no pipes or newlines to break the table."""
+    return preview(value, limit).replace("|", "\\|").replace("\n", " ")
 
 
 def metadata_table(record: RunInputRecord) -> list[dict[str, Any]]:
@@ -37,25 +65,74 @@ def metadata_table(record: RunInputRecord) -> list[dict[str, Any]]:
     return rows
 
 
+def progress_text(done: int, total: int, width: int = 20) -> str:
+    """A progress bar drawn in text, for the progress artifact's card: Prefect's UI shows that artifact's
+    value as a number only, so the card's description carries the bar."""
+    filled = width * done // max(1, total)
+    return f"{'█' * filled}{'░' * (width - filled)} {done} of {total} runs audited"
+
+
+def shown_status(record: RunInputRecord) -> str:
+    """The status people see: the record's, except ``drift`` for a valid run whose input changed."""
+    return "drift" if record.status == "ok" and record.drift else record.status
+
+
+def by_problem(records: Iterable[RunInputRecord]) -> list[RunInputRecord]:
+    """Records in :data:`PROBLEM_ORDER`, then by run id."""
+    return sorted(records, key=lambda r: (PROBLEM_ORDER.index(shown_status(r)), r.run_id))
+
+
+def problem(record: RunInputRecord) -> str:
+    """What is wrong with a run, in one short line: its error (without the error class, the run id and the ref_id,
+    which its own artifact shows), the rules it breaks, or that its input changed."""
+    if record.error:
+        short = _ERROR_CLASS.sub("", _REF_ID.sub("", record.error.replace(f" for run {record.run_id!r}", "")))
+        return preview(short.strip(), 100)
+    if record.violations:
+        return ", ".join(sorted({v.rule for v in record.violations}))
+    if record.drift:
+        return f"input changed since last recorded (was {(record.previous_sha256 or '')[:HASH_PREFIX]})"
+    return ""
+
+
+def summary_row(record: RunInputRecord) -> dict[str, Any]:
+    """One row of an audit's summary table: the short columns people read first, then the counts."""
+    return {
+        "run_id": record.run_id,
+        "status": shown_status(record),
+        "detail": problem(record),
+        "processor": record.processor or "",
+        "sha256": (record.sha256 or "")[:HASH_PREFIX],
+        "violations": len(record.violations),
+        "errors": sum(v.severity == "error" for v in record.violations),
+        "drift": record.drift,
+    }
+
+
 def render_markdown(record: RunInputRecord) -> str:
-    """The per-run markdown artifact: processor, input preview, metadata, verdict and violations, hash."""
-    body = record.input or {}
-    lines = [
-        f"# Run input `{record.run_id}`",
+    """The per-run markdown artifact: for a fetched input its processor, hash, input, metadata and findings;
+    for one that could not be fetched the status, the error and the API's ref_id. Nothing reads ``None``."""
+    lines = [f"# Run input `{record.run_id}`", ""]
+    if record.sha256 is None:
+        return "\n".join(lines + _failure_lines(record)) + "\n"
+    notes = [record.verdict.replace("_", " ")] if record.verdict not in (None, "valid", record.status) else []
+    notes += ["input changed since last recorded"] if record.drift else []
+    lines += [
+        f"- **Status:** {record.status}" + (f" ({', '.join(notes)})" if notes else ""),
+        f"- **Processor:** `{record.processor}`" if record.processor else "- **Processor:** not given",
+        f"- **Fetched:** {record.fetched_at:%Y-%m-%d %H:%M:%S} UTC from {record.base_url}",
+        "- **SHA-256:**",
         "",
-        f"- **Status:** {record.status} ({record.verdict or 'not validated'})",
-        f"- **Processor:** `{record.processor or '?'}`",
-        f"- **SHA-256:** `{record.sha256}`" + (f" (changed from `{record.previous_sha256}`)" if record.drift else ""),
-        f"- **Fetched at:** {record.fetched_at.isoformat()} from {record.base_url}",
-        f"- **Stored at:** `{record.record_key}`",
-        "",
-        "## Input",
-        "",
-        f"> {_cell(body.get('input', ''))}",
-        "",
-        "## Metadata",
+        f"  `{record.sha256}`",
         "",
     ]
+    if record.drift and record.previous_sha256:
+        lines += ["- **Changed from:**", "", f"  `{record.previous_sha256}`", ""]
+    if record.record_key:
+        folder, _, name = record.record_key.rpartition("/")
+        lines += ["- **Stored at:**", "", f"  `{folder}/` `{name}`", ""]  # the space lets a long path wrap
+    lines += ["## Input", "", f"> {_cell(record.input.get('input', '')) if record.input else '_not kept_'}", ""]
+    lines += ["## Metadata", ""]
     rows = metadata_table(record)
     if rows:
         lines += ["| key | value | key length | value length | within limits |", "|---|---|---|---|---|"]
@@ -66,7 +143,7 @@ def render_markdown(record: RunInputRecord) -> str:
         ]
     else:
         lines.append("_none_")
-    lines += ["", f"## Validation: {record.verdict}", ""]
+    lines += ["", "## Validation", ""]
     if record.violations:
         lines += ["| severity | rule | path | message | value |", "|---|---|---|---|---|"]
         lines += [
@@ -74,18 +151,51 @@ def render_markdown(record: RunInputRecord) -> str:
             for v in record.violations
         ]
     else:
-        lines.append("No violations.")
+        lines.append("Every rule passed.")
     return "\n".join(lines) + "\n"
 
 
-def summary_row(record: RunInputRecord) -> dict[str, Any]:
-    """One row of an audit's summary table."""
-    return {
-        "run_id": record.run_id,
-        "status": record.status,
-        "violations": len(record.violations),
-        "errors": sum(v.severity == "error" for v in record.violations),
-        "sha256": record.sha256 or "",
-        "drift": record.drift,
-        "detail": preview(record.error or ", ".join(sorted({v.rule for v in record.violations})), 120),
-    }
+def _failure_lines(record: RunInputRecord) -> list[str]:
+    """Status, error, ref_id, where and when, for a run whose input was not fetched (or not stored)."""
+    error = record.error or "no error was recorded"
+    ref_id = _REF_ID.search(error)
+    lines = [f"- **Status:** {record.status}"]
+    if ref_id:
+        lines.append(f"- **ref_id:** `{ref_id.group(1)}` (quote it to Parallel's support)")
+    lines += [
+        f"- **Tried:** {record.fetched_at:%Y-%m-%d %H:%M:%S} UTC at {record.base_url}",
+        "",
+        "## Error",
+        "",
+        f"> {_cell(error, 2000)}",
+    ]
+    return lines
+
+
+def audit_markdown(
+    summary: AuditSummary, records: Sequence[RunInputRecord], link: Callable[[str], str] | None = None
+) -> str:
+    """The audit's report: counts by status, violations by rule, and the problem runs (at most
+    :data:`PROBLEMS_LISTED`, then how many more), each linked by ``link(run_id)`` when given."""
+    lines = ["# Audit of Parallel run inputs", "", summary.describe(), "", "## Runs by status", ""]
+    lines += ["| status | runs |", "|---|---|"]
+    shown = Counter(shown_status(r) for r in records)
+    lines += [f"| {status} | {shown[status]} |" for status in PROBLEM_ORDER if shown[status]]
+    rules = Counter(v.rule for r in records for v in r.violations)
+    lines += ["", "## Violations by rule", ""]
+    if rules:
+        lines += ["| rule | violations | runs |", "|---|---|---|"]
+        runs_per_rule = Counter(rule for r in records for rule in {v.rule for v in r.violations})
+        lines += [f"| `{rule}` | {n} | {runs_per_rule[rule]} |" for rule, n in sorted(rules.items())]
+    else:
+        lines.append("None.")
+    problems = [r for r in by_problem(records) if shown_status(r) != "ok"]
+    lines += ["", f"## Problem runs ({len(problems)})", ""]
+    for record in problems[:PROBLEMS_LISTED]:
+        name = f"[{record.run_id}]({link(record.run_id)})" if link else f"`{record.run_id}`"
+        lines.append(f"- {name} **{shown_status(record)}**: {_cell(problem(record), 200)}")
+    if len(problems) > PROBLEMS_LISTED:
+        lines.append(f"- and {len(problems) - PROBLEMS_LISTED} more (the summary table lists every run)")
+    if not problems:
+        lines.append("None: every run was fetched, valid and unchanged.")
+    return "\n".join(lines) + "\n"

@@ -1,9 +1,9 @@
 """Prefect tasks for data teams to reuse: retrieve, validate and record run inputs, one or many at a time.
 
 The tasks are thin: the HTTP client retries what the API says is worth retrying (honouring
-Retry-After); Prefect's task retries sit on top as a coarse second line, and only for errors that
-are retryable. The logic lives in :mod:`client`, :mod:`validation`, :mod:`records`, :mod:`storage` and
-:mod:`publishing`.
+Retry-After); Prefect's task retries sit on top as a coarse second line, only for retryable errors the
+client did not already retry (retries never multiply). The logic lives in :mod:`client`, :mod:`validation`,
+:mod:`records`, :mod:`storage` and :mod:`publishing`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ __all__ = [
     "record_task_run_input_failure",
     "record_task_run_input_lineage",
     "retrieve_task_run_input",
+    "retry_even_after_client_retries",
     "retry_if_retryable",
     "run_input_cache_key",
     "validate_task_run_input",
@@ -50,10 +51,22 @@ __all__ = [
 
 
 def retry_if_retryable(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Prefect ``retry_condition_fn``: retry only errors the API marks as worth retrying.
+    """Prefect ``retry_condition_fn``: retry only errors worth retrying that the client has not retried
+    itself, so retries never multiply: a closed port costs the client's attempts, not those times the
+    task's. (With ``max_retries=0`` on the client, the task's retries are the only ones.)
 
     A plain function on purpose: Prefect treats a ``functools.partial`` or a callable object as
     "never retry".
+    """
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, APIError) and error.retryable and error.attempts <= 1
+
+
+def retry_even_after_client_retries(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Opt-in ``retry_condition_fn``: retry every error worth retrying, even one the client already retried
+    to exhaustion (each task try then costs up to the client's attempts again)::
+
+        retrieve_task_run_input.with_options(retry_condition_fn=retry_even_after_client_retries)
     """
     error = state.result(raise_on_failure=False)
     return isinstance(error, APIError) and error.retryable
@@ -186,8 +199,8 @@ def record_task_run_input_lineage(
         base_url: The API the input came from.
         storage: A filesystem block, block slug or path for the records; Prefect's default result
             storage when ``None``.
-        artifacts: Also create the markdown and metadata-table artifacts keyed
-            ``parallel-run-input-<run id>``.
+        artifacts: Also create the markdown artifact keyed ``parallel-run-input-<run id>`` (``_`` and
+            every other character outside ``[a-z0-9-]`` as ``-``).
         credentials: The credentials the input was fetched with (as for :func:`retrieve_task_run_input`):
             their key is masked wherever it appears in the record.
     """

@@ -359,8 +359,8 @@ def _demo_records() -> tuple[tuple[str, str], ...]:
 def demo_runs() -> dict[str, dict[str, Any]]:
     """The curated demo set (a fresh copy each call), keyed by run id.
 
-    ``trun_900d...`` runs are good; ``trun_badda7a...`` break the metadata limits; ``trun_bad1...``
-    do not match their input_schema; ``trun_5ec2e7...`` carries MCP server credentials. The file
-    ``data/demo_runs.json`` notes what each run is for.
+    The ids are random hex, as real ones are, so nothing in them tells the runs apart: the file
+    ``data/demo_runs.json`` notes what each run is for (seven good runs, two that break the metadata
+    limits, two that do not match their input_schema, one that carries MCP server credentials).
     """
     return {run_id: json.loads(body) for run_id, body in _demo_records()}

@@ -195,7 +195,8 @@ def test_transport_failures_are_retried_then_raised(
     with pytest.raises(cls) as caught:
         client.get_task_run_input(RUN)
     assert route.call_count == 4
-    assert words in str(caught.value) and RUN in str(caught.value)
+    assert words in str(caught.value) and RUN in str(caught.value) and f"at {BASE}" in str(caught.value)
+    assert caught.value.attempts == 4  # what Prefect's task retries look at, so as not to retry it again
     assert caught.value.__cause__ is None and caught.value.__context__ is None
 
 

@@ -24,7 +24,7 @@ from parallel_tasks import (
 from parallel_tasks.emulator import Emulator, FaultConfig, demo_runs, run_emulator_server
 from tests.conftest import CANARY_KEY
 
-GOOD = "trun_900d0000000000000000000000000001"
+GOOD = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 FAST = RetryPolicy(max_retries=2, initial_delay=0.001, max_delay=0.002)
 
 

@@ -28,6 +28,7 @@ from parallel_tasks.audit import load_run_ids
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY
 from parallel_tasks.lineage import artifact_key, latest_key, verify_record
 from parallel_tasks.manifests import chain_folder
+from parallel_tasks.publishing import AUDIT_REPORT_KEY
 from parallel_tasks.verify import LocalStore, verify_store
 from tests.e2e.conftest import BLOCK, E2E_KEY, POOL, REPO, SetupRuns, Stack, started
 
@@ -35,9 +36,9 @@ pytestmark = pytest.mark.e2e
 
 AUDIT = "audit-run-inputs/nightly"
 FETCH = "fetch-run-input/on-demand"
-RUN_ID = "trun_900d0000000000000000000000000001"
-SCHEDULED_RUN_ID = "trun_900d0000000000000000000000000002"
-SERVED_RUN_ID = "trun_900d0000000000000000000000000003"
+RUN_ID = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
+SCHEDULED_RUN_ID = "trun_298c00492d5fc38ee78951c3257ff3a0"
+SERVED_RUN_ID = "trun_97f403dc1d430d70f55d51f1dfc81ab5"
 
 
 @pytest.fixture(scope="module")
@@ -219,10 +220,10 @@ def test_deployment_runs_complete_on_a_process_worker(
     assert f"{len(set(listed))} runs" in (audited.state.message if audited.state else "")
     for run_id in listed:
         assert stored_record(stack, run_id)["status"] in ("ok", "invalid")
-    keys = [artifact_key(RUN_ID), f"{artifact_key(RUN_ID)}-metadata", SUMMARY_ARTIFACT_KEY]
+    keys = [artifact_key(RUN_ID), SUMMARY_ARTIFACT_KEY, AUDIT_REPORT_KEY]
     artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))
     made_by = {artifact.key: artifact.flow_run_id for artifact in artifacts}
-    assert made_by == {keys[0]: fetched.id, keys[1]: fetched.id, keys[2]: audited.id}
+    assert made_by == {keys[0]: fetched.id, keys[1]: audited.id, keys[2]: audited.id}
     # Each deployment has its manifest chain, and the trail verifies.
     for deployment in (AUDIT, FETCH):
         assert list((stack.results / chain_folder(deployment)).glob("00000001-*.json")), deployment

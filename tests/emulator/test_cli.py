@@ -18,7 +18,7 @@ from parallel_tasks.emulator.__main__ import build_emulator, build_parser
 from tests.emulator.conftest import run_path
 from tests.emulator.spec import response_problems
 
-DEMO = "trun_900d0000000000000000000000000001"
+DEMO = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 
 
 def emulator_for(*argv: str):  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ from parallel_tasks.emulator import Emulator, RunStore, run_id_problem
 from tests.emulator.conftest import API_KEY, BASE, CheckedEmulator, run_path
 from tests.emulator.spec import response_problems
 
-DEMO_OK = "trun_900d0000000000000000000000000001"
+DEMO_OK = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 
 
 def test_serves_the_stored_body_byte_for_byte(client: httpx.Client, emulator: CheckedEmulator) -> None:

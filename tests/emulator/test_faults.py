@@ -14,7 +14,7 @@ from parallel_tasks.emulator import Emulator, EmulatorResponse, FaultConfig
 from tests.emulator.conftest import API_KEY, CheckedEmulator, run_path
 from tests.emulator.spec import plan_problems
 
-RUN = "trun_900d0000000000000000000000000001"
+RUN = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 KEY = {"x-api-key": API_KEY}
 
 
@@ -143,7 +143,7 @@ def test_a_script_is_consumed_one_entry_per_request(emulator: CheckedEmulator) -
 
 
 def test_setting_faults_restarts_the_script_and_other_runs_keep_theirs(emulator: CheckedEmulator) -> None:
-    other = "trun_900d0000000000000000000000000002"
+    other = "trun_298c00492d5fc38ee78951c3257ff3a0"
     get(emulator)
     get(emulator)
     emulator.set_faults(FaultConfig(script=[503]), run_id=RUN)
@@ -156,7 +156,7 @@ def test_setting_faults_restarts_the_script_and_other_runs_keep_theirs(emulator:
 
 def test_a_global_script_applies_to_each_run_separately(emulator: CheckedEmulator) -> None:
     emulator.set_faults(FaultConfig(script=[503, 502]))
-    others = ["trun_900d0000000000000000000000000002", "trun_900d0000000000000000000000000003"]
+    others = ["trun_298c00492d5fc38ee78951c3257ff3a0", "trun_97f403dc1d430d70f55d51f1dfc81ab5"]
     assert [get(emulator, r).status for r in [RUN, *others]] == [503, 503, 503]
     assert [get(emulator, r).status for r in [RUN, *others]] == [502, 502, 502]
     assert [get(emulator, r).status for r in [RUN, *others]] == [200, 200, 200]
@@ -166,7 +166,7 @@ def test_a_global_script_applies_to_each_run_separately(emulator: CheckedEmulato
 def test_a_permanent_status_wins_over_script_and_rates(emulator: CheckedEmulator, status: int) -> None:
     emulator.set_faults(FaultConfig(status=status, script=[200], rates={500: 1.0}), run_id=RUN)
     assert {get(emulator).status for _ in range(5)} == {status}
-    assert get(emulator, "trun_900d0000000000000000000000000002").status == 200
+    assert get(emulator, "trun_298c00492d5fc38ee78951c3257ff3a0").status == 200
 
 
 def test_per_run_faults_replace_the_global_ones(emulator: CheckedEmulator) -> None:
@@ -174,7 +174,7 @@ def test_per_run_faults_replace_the_global_ones(emulator: CheckedEmulator) -> No
     emulator.set_faults(FaultConfig(), run_id=RUN)
     plan = get(emulator)
     assert (plan.status, plan.delay_s) == (200, 0.0)
-    assert get(emulator, "trun_900d0000000000000000000000000002").status == 503
+    assert get(emulator, "trun_298c00492d5fc38ee78951c3257ff3a0").status == 503
 
 
 def test_rates_hit_about_their_frequency(emulator: CheckedEmulator) -> None:

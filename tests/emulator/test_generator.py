@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from datetime import date
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -167,20 +169,28 @@ def test_demo_ids_are_stable_and_look_real() -> None:
     runs = demo_runs()
     assert 10 <= len(runs) <= 14
     assert all(RUN_ID.match(run_id) for run_id in runs)
-    assert "trun_900d0000000000000000000000000001" in runs
-    prefixes = Counter(run_id[5:9] for run_id in runs)
-    assert prefixes["900d"] >= 5 and prefixes["badd"] == 2 and prefixes["bad1"] == 2 and prefixes["5ec2"] == 1
+    assert "trun_bbf5d6d60a5a8aca6d19f35c5426fab0" in runs
+    kinds = Counter(n.split(":")[0] if n.startswith(("INVALID:", "SECRET:")) else "good" for n in _notes().values())
+    assert kinds["good"] >= 5 and kinds["INVALID"] == 4 and kinds["SECRET"] == 1
+    # Cards in Prefect's UI are titled by the run id: no two demo ids share more than a short prefix.
+    assert len({run_id[:7] for run_id in runs}) == len(runs)
+
+
+def _notes() -> dict[str, str]:
+    """What each demo run is for, from the shipped data file."""
+    text = resources.files("parallel_tasks.emulator").joinpath("data/demo_runs.json").read_text(encoding="utf-8")
+    return {record["run_id"]: record["note"] for record in json.loads(text)}
 
 
 def test_demo_runs_is_a_fresh_copy() -> None:
     first = demo_runs()
-    first["trun_900d0000000000000000000000000001"]["processor"] = "changed"
-    assert demo_runs()["trun_900d0000000000000000000000000001"]["processor"] == "core"
+    first["trun_bbf5d6d60a5a8aca6d19f35c5426fab0"]["processor"] = "changed"
+    assert demo_runs()["trun_bbf5d6d60a5a8aca6d19f35c5426fab0"]["processor"] == "core"
 
 
 def test_good_demo_runs_are_valid() -> None:
     for run_id, body in demo_runs().items():
-        if run_id.startswith("trun_900d"):
+        if not _notes()[run_id].startswith(("INVALID", "SECRET")):
             assert all(len(k) <= 16 for k in body.get("metadata", {})), run_id
             schema = (body.get("task_spec") or {}).get("input_schema")
             if isinstance(schema, dict) and "json_schema" in schema:
@@ -190,10 +200,10 @@ def test_good_demo_runs_are_valid() -> None:
 @pytest.mark.parametrize(
     ("run_id", "problem"),
     [
-        ("trun_badda7a0000000000000000000000001", "key"),
-        ("trun_badda7a0000000000000000000000002", "value"),
-        ("trun_bad10000000000000000000000000001", "required"),
-        ("trun_bad10000000000000000000000000002", "type"),
+        ("trun_89109e16101e7e3e169bfab28d7fa15b", "key"),
+        ("trun_699cd4d3c7bc08ad3a88df4801f22fce", "value"),
+        ("trun_537b41b8fcdb8660eb83460e4e82bc4d", "required"),
+        ("trun_3feed882f7ae5fd649106344b662ebcd", "type"),
     ],
 )
 def test_invalid_demo_runs_break_what_they_claim(run_id: str, problem: str) -> None:
@@ -210,7 +220,7 @@ def test_invalid_demo_runs_break_what_they_claim(run_id: str, problem: str) -> N
 
 
 def test_secret_demo_run_carries_mcp_credentials() -> None:
-    body = demo_runs()["trun_5ec2e700000000000000000000000001"]
+    body = demo_runs()["trun_c65bdf4253cd1c336f522f2967103ca0"]
     headers = [s["headers"] for s in body["mcp_servers"]]
     assert headers[0]["Authorization"].startswith("Bearer ")
     assert set(body) >= NEWER_FIELDS

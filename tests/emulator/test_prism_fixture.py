@@ -11,7 +11,7 @@ from tests.prism_server import prism_server
 
 pytestmark = pytest.mark.prism
 
-PATH = "/v1/tasks/runs/trun_900d0000000000000000000000000001/input"
+PATH = "/v1/tasks/runs/trun_bbf5d6d60a5a8aca6d19f35c5426fab0/input"
 
 
 def test_prism_serves_the_spec_example_the_emulator_serves_too() -> None:
@@ -20,7 +20,7 @@ def test_prism_serves_the_spec_example_the_emulator_serves_too() -> None:
         missing_key = httpx.get(base_url + PATH)
         not_found = httpx.get(base_url + PATH, headers={"x-api-key": "k", "Prefer": "code=404"})
     assert example.status_code == 200
-    assert example.json() == Emulator().store.body("trun_900d0000000000000000000000000001")
+    assert example.json() == Emulator().store.body("trun_bbf5d6d60a5a8aca6d19f35c5426fab0")
     assert missing_key.status_code == 401
     assert not response_problems(401, missing_key.headers["content-type"], missing_key.content)
     assert not_found.status_code == 404

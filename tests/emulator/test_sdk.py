@@ -12,7 +12,7 @@ from parallel import AsyncParallel, Parallel
 from parallel_tasks.emulator import FaultConfig, run_emulator_server
 from tests.emulator.conftest import API_KEY, BASE, CheckedEmulator
 
-RUN = "trun_900d0000000000000000000000000001"
+RUN = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 
 
 def sdk(emulator: CheckedEmulator, api_key: str = API_KEY) -> Parallel:
@@ -42,7 +42,7 @@ def test_sdk_parses_every_generated_and_demo_run(
 
 def test_sdk_sees_the_newer_fields_and_the_secret_headers(emulator: CheckedEmulator) -> None:
     with sdk(emulator) as client:
-        run_input = client.task_run.retrieve_input("trun_5ec2e700000000000000000000000001")
+        run_input = client.task_run.retrieve_input("trun_c65bdf4253cd1c336f522f2967103ca0")
     assert run_input.mcp_servers is not None and run_input.mcp_servers[0].headers is not None
     assert run_input.mcp_servers[0].headers["Authorization"].startswith("Bearer ")
     assert run_input.webhook is not None and run_input.webhook.event_types == ["task_run.status"]

@@ -12,7 +12,7 @@ import pytest
 from parallel_tasks.emulator import AsyncEmulatorTransport, EmulatorTransport, FaultConfig
 from tests.emulator.conftest import API_KEY, BASE, CheckedEmulator, run_path
 
-RUN = "trun_900d0000000000000000000000000001"
+RUN = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 KEY = {"x-api-key": API_KEY}
 
 

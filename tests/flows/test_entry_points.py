@@ -50,10 +50,29 @@ def test_entry_points_ready_the_temporary_server(
     tmp_path: Path, user_settings: dict[str, str], expected: list[object]
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PARALLEL_"))}
-    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PYTHONPATH=str(REPO), **user_settings)
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PYTHONPATH=str(REPO), PARALLEL_API_KEY="k", **user_settings)
     done = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
     seen = json.loads(done.stdout.rpartition("SEEN ")[2])
     assert seen == [expected, expected]
+
+
+@pytest.mark.parametrize("script", ["fetch_run_input.py", "audit_run_inputs.py"])
+def test_a_missing_key_is_said_once_without_a_traceback(tmp_path: Path, script: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "PARALLEL_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, f"flows/{script}", "trun_x"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert output.count("No Parallel API key was given") == 1 and "--credentials-block NAME" in output
+    assert "Traceback" not in output and "Flow run" not in output  # no flow started

@@ -29,14 +29,15 @@ from parallel_tasks.audit import load_run_ids
 from parallel_tasks.emulator import Emulator, FaultConfig
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
+from parallel_tasks.publishing import AUDIT_REPORT_KEY
 from parallel_tasks.verify import LocalStore, verify_store
 from tests.conftest import CANARY_KEY
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-GOOD = "trun_900d0000000000000000000000000001"
-BAD_METADATA = "trun_badda7a0000000000000000000000001"
-SECRET_HEADERS = "trun_5ec2e700000000000000000000000001"
+GOOD = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
+BAD_METADATA = "trun_89109e16101e7e3e169bfab28d7fa15b"
+SECRET_HEADERS = "trun_c65bdf4253cd1c336f522f2967103ca0"
 
 
 def artifacts(key: str) -> list[Any]:
@@ -89,10 +90,8 @@ def test_fetch_flow_records_everything(
 
     (markdown,) = [a for a in artifacts(artifact_key(GOOD)) if a.flow_run_id == flow_run_id(state)]
     assert markdown.type == "markdown" and summary["sha256"] in markdown.data and "`core`" in markdown.data
-    assert "my_key" in markdown.data and "No violations." in markdown.data
-    (table,) = [a for a in artifacts(artifact_key(GOOD) + "-metadata") if a.flow_run_id == flow_run_id(state)]
-    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert rows[0]["key"] == "my_key" and rows[0]["within_limits"] is True
+    assert "| my_key | my_value | 6 | 8 | yes |" in markdown.data and "Every rule passed." in markdown.data
+    assert not artifacts(artifact_key(GOOD) + "-metadata")  # the metadata is in the markdown, not a second artifact
 
     events = captured_events()
     (recorded,) = [e for e in events if e.event == "parallel.task-run.input.recorded"]
@@ -134,7 +133,7 @@ def test_drift_is_recorded_when_an_input_changes(
     assert first["sha256"] == same["sha256"] != changed["sha256"]
     record = verify_record((folder / changed["record_key"]).read_bytes())
     latest_markdown = max(artifacts(artifact_key(run_id)), key=lambda a: a.created)
-    assert record.previous_sha256 == first["sha256"] and "changed from" in latest_markdown.data
+    assert record.previous_sha256 == first["sha256"] and "**Changed from:**" in latest_markdown.data
 
 
 def test_audit_of_200_runs_with_404s_and_503s_keeps_every_record(
@@ -230,8 +229,11 @@ def test_prefect_retries_only_retryable_errors(credentials_block: str, clean_emu
     from prefect import flow
 
     from parallel_tasks import retrieve_task_run_input
+    from parallel_tasks.tasks import retry_even_after_client_retries
 
-    quick = retrieve_task_run_input.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    quick = retrieve_task_run_input.with_options(
+        retry_delay_seconds=0, retry_jitter_factor=None, retry_condition_fn=retry_even_after_client_retries
+    )
     clean_emulator.set_faults(FaultConfig(script=(503, 503, 503, 503, "ok")), run_id=GOOD)
 
     @flow
@@ -239,7 +241,7 @@ def test_prefect_retries_only_retryable_errors(credentials_block: str, clean_emu
         return quick(run_id, credentials=credentials_block).processor
 
     assert fetch(GOOD) == "core"
-    assert clean_emulator.requests_by_run[GOOD] == 5  # 4 client attempts, one Prefect retry
+    assert clean_emulator.requests_by_run[GOOD] == 5  # asked for: 4 client attempts, then one Prefect retry
     missing = fetch("trun_not_there", return_state=True)
     assert missing.is_failed() and clean_emulator.requests_by_run["trun_not_there"] == 1
 
@@ -335,6 +337,35 @@ def test_dask_task_runner_gives_the_same_records_as_the_default(
 
     default, dask = contents(folders["default"]), contents(folders["dask"])
     assert len(default) == 61 + 60 and default == dask
+
+
+def test_audit_shows_progress_and_names_its_problem_runs(credentials_block: str, clean_emulator: Emulator) -> None:
+    missing = "trun_5b0e9c2d7a4f41e3b6c8d0a2f4e6a8c1"
+    state = audit_run_inputs(
+        run_ids=[GOOD, BAD_METADATA, missing],
+        credentials_block=credentials_block,
+        per_run_artifacts=True,
+        fail_on_errors=False,
+        return_state=True,
+    )
+    with get_client(sync_client=True) as client:
+        made = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id={"any_": [flow_run_id(state)]}))
+    (progress,) = [a for a in made if a.type == "progress"]
+    assert progress.data == 100.0 and progress.description == f"{'█' * 20} 3 of 3 runs audited"
+    (report,) = [a for a in made if a.key == AUDIT_REPORT_KEY]
+    assert f"[{missing}](/artifacts/key/{artifact_key(missing)}) **not_found**" in str(report.data)
+    named = wait_for_logs(flow_run_id(state), "Run trun_", until=missing)
+    assert named == [
+        f"Run {BAD_METADATA} is invalid: metadata.key_too_long",
+        f"Run {missing} is not_found: 404 Not Found: Run id not found",
+    ]
+
+
+def test_task_retries_do_not_multiply_the_clients(credentials_block: str, clean_emulator: Emulator) -> None:
+    clean_emulator.set_faults(FaultConfig(status=503), run_id=GOOD)
+    state = fetch_run_input(GOOD, credentials_block=credentials_block, return_state=True)
+    assert state.is_failed() and "503" in (state.message or "")
+    assert clean_emulator.requests_by_status[503] == 4  # the client's 4 attempts, no task retry on top
 
 
 def test_signed_manifests_from_a_secret_block(

@@ -21,7 +21,7 @@ from parallel_tasks.lineage import build_record, content_key, latest_key, read_l
 from parallel_tasks.validation import check_task_run_input
 
 KEY = "limits-test-key-0123456789"
-GOOD = "trun_900d0000000000000000000000000001"
+GOOD = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 LONG_ASCII = "r" * 256
 LONG_ACCENTED = "é" * 100
 

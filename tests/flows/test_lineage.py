@@ -161,8 +161,8 @@ def test_summarize_counts_and_rows() -> None:
     summary = summarize(records, duplicates=2)
     assert summary.total == 3 and summary.duplicates == 2 and summary.not_fetched == 1
     assert summary.counts == {"ok": 1, "invalid": 1, "not_found": 1, "unauthorized": 0, "failed": 0, "not_stored": 0}
-    assert [row["run_id"] for row in summary.rows] == ["a", "b", "c"]
-    assert summary.rows[2]["detail"] == "metadata.key_too_long" and summary.rows[2]["errors"] == 1
+    assert [row["run_id"] for row in summary.rows] == ["a", "c", "b"]  # not_found, invalid, ok
+    assert summary.rows[1]["detail"] == "metadata.key_too_long" and summary.rows[1]["errors"] == 1
     assert summary.describe() == "3 runs: 1 ok, 1 invalid, 1 not_found"
     assert ValidationReport(violations=(Violation(path="$", rule="r", severity="warning", message="m"),)).verdict == (
         "valid_with_warnings"

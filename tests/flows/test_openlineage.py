@@ -21,8 +21,8 @@ from tests.flows.openlineage_support import Receiver, free_port, schema_errors
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-GOOD = "trun_900d0000000000000000000000000001"
-BAD_METADATA = "trun_badda7a0000000000000000000000001"
+GOOD = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
+BAD_METADATA = "trun_89109e16101e7e3e169bfab28d7fa15b"
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.wheel, pytest.mark.timeout(240)]
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "wheel-test-key-0123456789"
-RUN_ID = "trun_900d0000000000000000000000000001"
+RUN_ID = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 
 # Run inside the fresh environment: where the package came from, then the on-demand flow, with the key and
 # the emulator's address from the environment (PARALLEL_API_KEY / PARALLEL_BASE_URL, read by the settings).

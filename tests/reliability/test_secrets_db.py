@@ -34,7 +34,7 @@ from tests.reliability.conftest import check_complete_run, save_credentials, sto
 
 pytestmark = [pytest.mark.usefixtures("prefect_harness", "fast_backoff"), pytest.mark.timeout(180)]
 
-SECRET_HEADERS = "trun_5ec2e700000000000000000000000001"  # a demo run whose MCP server headers hold a secret
+SECRET_HEADERS = "trun_c65bdf4253cd1c336f522f2967103ca0"  # a demo run whose MCP server headers hold a secret
 MARKER = f"trun_dbmarker{uuid.uuid4().hex}"  # a known, non-secret string the search must find
 PLANTED = f"trun_planted{uuid.uuid4().hex}"  # the run whose input holds the canaries
 CANARY = f"cnry{uuid.uuid4().hex[:12]}"  # every planted credential starts with it
