@@ -243,11 +243,18 @@ async def _read_capped(request: Request, limit: int) -> bytes:
 
 @asynccontextmanager
 async def _prefect_sink() -> AsyncIterator[EventSink]:
-    """Prefect's events client, open for the app's lifetime (it resends what the server did not confirm)."""
-    from prefect.events.clients import get_events_client
+    """Each event posted to the Prefect API, which answers once it has taken it: the delivery is acknowledged only
+    then. (Prefect's streaming events client returns as soon as the event is on its socket; an event lost with
+    that connection would be a delivery acknowledged to Parallel and never audited.)"""
+    from prefect.client.orchestration import get_client
 
-    async with get_events_client(reconnection_attempts=2) as client:
-        yield client.emit
+    async with get_client() as client:
+
+        async def emit(event: Event) -> None:
+            response = await client.request("POST", "/events", json=[event.model_dump(mode="json")])
+            response.raise_for_status()
+
+        yield emit
 
 
 def create_webhook_app(

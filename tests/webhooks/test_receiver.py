@@ -168,3 +168,25 @@ async def test_the_canary_secret_never_leaves(caplog: pytest.LogCaptureFixture) 
     seen += [f"{r.getMessage()} {r.__dict__}" for r in caplog.records]
     assert len(sink.events) == 1 and any("parallel.webhook.refused" in line for line in seen)
     assert not [line for line in seen if CANARY_SECRET in line]
+
+
+def test_a_delivery_is_acknowledged_once_the_prefect_api_has_its_event(prefect_harness: None) -> None:
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventIDFilter
+    from starlette.testclient import TestClient
+
+    body = task_run_body()
+    headers = signed_headers(body)
+    with TestClient(create_webhook_app([SecretStr(CANARY_SECRET)])) as receiver:  # the app's own Prefect sink
+        response = receiver.post(DEFAULT_PATH, content=body.encode(), headers=headers)
+    assert response.status_code == 204
+    wanted = EventFilter(id=EventIDFilter(id=[event_id_for(headers["webhook-id"])]))
+    deadline = time.monotonic() + 30  # the server stores what it took a moment later
+    with get_client(sync_client=True) as client:
+        while not (found := client.read_events(filter=wanted, limit=50).events) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert [(event.event, event.resource.id) for event in found] == [
+        ("parallel.task-run.completed", f"parallel.task-run.{RUN}")
+    ]
