@@ -56,10 +56,8 @@ def main() -> int:
 
     records = Path(get_current_settings().results.local_storage_path) / "parallel-run-inputs"
     print(f"\nRecords (redacted canonical JSON, sha256-addressed): {records}/<run id>/")
-    print(
-        '  verify one: .venv/bin/python -c "from parallel_tasks.lineage import verify_record; import sys; '
-        "print(verify_record(open(sys.argv[1], 'rb').read()).sha256)\" <record.json>"
-    )
+    print("  check them all (records, latest.json pointers, the manifests' hash chains):")
+    print(f"  .venv/bin/python -m parallel_tasks verify --path {records.parent}")
     print("\nArtifacts:")
     print(f"  {SUMMARY_ARTIFACT_KEY}  (the audit's summary table, problems first)")
     print(f"  {AUDIT_REPORT_KEY}  (its report: counts, violations by rule, links to the problem runs)")
