@@ -131,7 +131,7 @@ def test_whole_record_hash_covers_every_field(store: Path, field: str, value: An
         verify_record(canonical_json(fields))
 
 
-def test_legacy_records_are_read_and_named_as_such(tmp_path: Path) -> None:
+def test_legacy_records_are_read_and_named_as_such(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run_id = RUN_IDS[0]
     run_input = TaskRunInput.model_validate(RUNS[run_id])
     legacy = build_record(run_id, run_input, check_task_run_input(run_input), base_url="http://api")
@@ -142,9 +142,15 @@ def test_legacy_records_are_read_and_named_as_such(tmp_path: Path) -> None:
         (folder / key).parent.mkdir(parents=True, exist_ok=True)
         body = record.model_dump(mode="json") | ({"input": None} if key.endswith("latest.json") else {})
         (folder / key).write_bytes(canonical_json(body))
+    (folder / content_key(run_id, "0" * 64)).with_name(".interrupted.partial").write_bytes(b"{")
     report = check(folder)
     assert report.clean, report.findings
     assert report.counts["records_v1"] == 1 and report.counts["legacy_unlisted"] == 2
+    assert report.counts["partial_files"] == 1
+    assert main(["--path", str(folder)]) == 0  # notes, not findings: the auditor is told, the exit stays clean
+    said = capsys.readouterr().out
+    assert "note: 2 legacy records (written before manifests) are in no manifest" in said
+    assert "note: 1 temporary files of interrupted writes" in said
 
 
 def test_run_ids_cannot_reach_the_manifest_folder() -> None:
