@@ -100,9 +100,10 @@ class ParallelCredentials(Block):
         return {"api_key": _reveal(self.api_key), **options, **overrides}
 
     def secrets_in_use(self) -> tuple[str, ...]:
-        """The secrets these credentials bring, for redaction to mask wherever they appear: the API key
-        (a webhook or signing secret kept here would join it)."""
-        return (_reveal(self.api_key),)
+        """The secrets these credentials bring, for redaction to mask wherever they appear: the API key and
+        the webhook secret(s), if any."""
+        webhook = _split_secrets(self.webhook_secret) if self.webhook_secret else ()
+        return (_reveal(self.api_key), *(_reveal(secret) for secret in webhook))
 
     def get_client(self, **overrides: Any) -> ParallelClient:
         """A synchronous client configured from this block (keyword arguments override it)."""

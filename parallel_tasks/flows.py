@@ -90,7 +90,8 @@ def fetch_run_input(
     }
     logger.info("Recorded run %s: %s (%s), sha256 %s", run_id, record.status, record.verdict, record.sha256)
     if fail_on_invalid and not report.valid:
-        raise InvalidRunInputError(run_id, report)
+        # The record's findings, not the report's: the report quotes values before redaction.
+        raise InvalidRunInputError(run_id, report.model_copy(update={"violations": record.violations}))
     return summary
 
 

@@ -25,6 +25,7 @@ from parallel_tasks.errors import APIError
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
 from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
 from parallel_tasks.records import build_failure_record, build_record
+from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
 from parallel_tasks.storage import resolve_storage
 from parallel_tasks.validation import acheck_task_run_input, check_task_run_input
@@ -342,7 +343,7 @@ async def _record_fetch_result(
 def _not_stored(result: FetchResult, failure: RunInputRecord, error: Exception, ids: dict[str, Any]) -> RunInputRecord:
     """The outcome of a run whose record could not be written: ``not_stored`` when its input was fetched,
     else its fetch failure; either way the error says that nothing was stored."""
-    note = f"its record could not be stored: {type(error).__name__}: {error}"
+    note = redact_text(f"its record could not be stored: {type(error).__name__}: {error}", ids["secrets"])
     if result.run_input is not None:
         return failure.model_copy(update={"status": "not_stored", "error": f"input fetched, but {note}"})
     fetch_failure = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)

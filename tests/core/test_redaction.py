@@ -185,3 +185,10 @@ def test_a_long_word_is_masked_in_linear_time(hostile: str) -> None:
 def test_a_masked_value_is_not_masked_twice() -> None:
     masked = redact_text("https://u:p@h/x?token=abc then api_key=[REDACTED] and pw=[REDACTED]", [CANARY_KEY])
     assert masked == f"https://{REDACTED}@h/x?token={REDACTED} then api_key={REDACTED} and pw={REDACTED}"
+
+
+def test_the_webhook_secrets_kept_with_the_key_are_masked_too() -> None:
+    credentials = ParallelCredentials(api_key=CANARY_KEY, webhook_secret="whsec-old-5a6b7c8d whsec-new-9e0f1a2b")
+    assert credentials.secrets_in_use() == (CANARY_KEY, "whsec-old-5a6b7c8d", "whsec-new-9e0f1a2b")
+    masked = redact_text("echoed whsec-new-9e0f1a2b back", credentials.secrets_in_use())
+    assert masked == f"echoed {REDACTED} back"

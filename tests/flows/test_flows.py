@@ -388,3 +388,27 @@ def test_signed_manifests_from_a_secret_block(
     wrong = verify_store(LocalStore(folder), key=ManifestKey.from_secret(signing_key + "-wrong"))
     assert [f.kind for f in wrong.findings] == ["signature", "signature"]
     assert not [p for p in folder.rglob("*.json") if signing_key in p.read_text()]
+
+
+def test_a_strict_fetch_fails_without_quoting_a_secret_it_found_invalid(
+    credentials_block: str, storage: tuple[str, Path], clean_emulator: Emulator
+) -> None:
+    slug, _ = storage
+    secret = "sk-live-4f2a9c1e7b3d5a60"
+    run_id = "trun_4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b"
+    clean_emulator.store.add(
+        run_id,
+        {
+            "processor": "base",
+            "input": {"api_key": secret},
+            "task_spec": {
+                "input_schema": {"json_schema": {"type": "object", "properties": {"api_key": {"type": "integer"}}}},
+                "output_schema": {"type": "text"},
+            },
+        },
+    )
+    state = fetch_run_input(
+        run_id, credentials_block=credentials_block, storage_block=slug, fail_on_invalid=True, return_state=True
+    )
+    assert state.is_failed() and "input.schema_mismatch" in str(state.message)
+    assert secret not in str(state.message) and secret[:8] not in str(state.message)
