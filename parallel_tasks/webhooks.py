@@ -18,6 +18,7 @@ the ASGI app yourself with :func:`create_webhook_app`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import re
 import sys
@@ -59,6 +60,10 @@ __all__ = [
 
 MAX_BODY_BYTES = 1024 * 1024
 """A delivery's body is a Task Run object, a few KiB: anything over 1 MiB is refused unread."""
+
+EMIT_TIMEOUT_S = 10.0
+"""The longest a delivery waits for the Prefect API to take its event, then 503: well inside a sender's own
+timeout, so the sender retries rather than giving up on an answer that never came."""
 
 DEFAULT_PATH = "/webhooks/parallel"
 DEFAULT_PORT = 8790
@@ -209,16 +214,25 @@ class RecentIds:
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._ids: OrderedDict[str, bool] = OrderedDict()  # id -> its event is still being sent
 
     def claim(self, webhook_id: str) -> bool:
         """True the first time an id is seen (within the window), False for a duplicate."""
         if webhook_id in self._ids:
             return False
-        self._ids[webhook_id] = None
+        self._ids[webhook_id] = True
         if len(self._ids) > self.limit:
             self._ids.popitem(last=False)
         return True
+
+    def in_flight(self, webhook_id: str) -> bool:
+        """Whether the id's first copy is still being sent (its fate, and so the copy's, is not known yet)."""
+        return self._ids.get(webhook_id, False)
+
+    def settle(self, webhook_id: str) -> None:
+        """The id's event was sent: later copies are plain duplicates."""
+        if webhook_id in self._ids:
+            self._ids[webhook_id] = False
 
     def release(self, webhook_id: str) -> None:
         """Forget an id whose event could not be sent, so the sender's retry is accepted."""
@@ -300,15 +314,19 @@ def create_webhook_app(
             logger.info("parallel.webhook.ignored", webhook_id=delivery.webhook_id, type=delivery.type)
             return Response(status_code=204)
         if not seen.claim(delivery.webhook_id):
+            if seen.in_flight(delivery.webhook_id):  # acknowledging it now would lose it if the first copy fails
+                logger.info("parallel.webhook.in_flight", webhook_id=delivery.webhook_id)
+                return Response(status_code=409)
             logger.info("parallel.webhook.duplicate", webhook_id=delivery.webhook_id)
             return Response(status_code=204)
         event = build_event(delivery, redactor)
         try:
-            await emit[0](event)
+            await asyncio.wait_for(emit[0](event), EMIT_TIMEOUT_S)
         except Exception as error:
             seen.release(delivery.webhook_id)
             logger.error("parallel.webhook.emit_failed", webhook_id=delivery.webhook_id, error=type(error).__name__)
             return Response(status_code=503)
+        seen.settle(delivery.webhook_id)
         logger.info(
             "parallel.webhook.accepted",
             webhook_id=delivery.webhook_id,

@@ -190,3 +190,34 @@ def test_a_delivery_is_acknowledged_once_the_prefect_api_has_its_event(prefect_h
     assert [(event.event, event.resource.id) for event in found] == [
         ("parallel.task-run.completed", f"parallel.task-run.{RUN}")
     ]
+
+
+async def test_a_copy_that_arrives_while_the_first_is_being_sent_is_not_acknowledged() -> None:
+    import asyncio
+
+    class Held(Sink):
+        """Holds the first send until told, then fails it, as a Prefect server that times out would."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sending, self.finish = asyncio.Event(), asyncio.Event()
+
+        async def __call__(self, event: Event) -> None:
+            if not self.finish.is_set():
+                self.sending.set()
+                await self.finish.wait()
+                raise ConnectionError("the Prefect server timed out")
+            await super().__call__(event)
+
+    sink = Held()
+    body = task_run_body()
+    headers = signed_headers(body)
+    async with client_for(sink) as client:
+        first = asyncio.create_task(post(client, body, headers))
+        await sink.sending.wait()
+        copy = await post(client, body, headers)
+        assert copy.status_code == 409  # its fate is the first copy's, which is not known yet
+        sink.finish.set()
+        assert (await first).status_code == 503
+        retried = await post(client, body, headers)
+    assert retried.status_code == 204 and len(sink.events) == 1
