@@ -35,7 +35,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from parallel_tasks._logging import get_logger
 from parallel_tasks.client import validate_run_id
-from parallel_tasks.credentials import resolve_webhook_secrets, webhook_key
+from parallel_tasks.credentials import _reveal, resolve_webhook_secrets, webhook_key
 from parallel_tasks.errors import InvalidRunIdError, MissingCredentialsError
 from parallel_tasks.redaction import Redactor
 
@@ -297,7 +297,7 @@ def create_webhook_app(
 
     secrets = tuple(secrets)
     verifier = WebhookVerifier(secrets)
-    known = tuple(s.get_secret_value() for s in secrets)  # only ever handed to the redaction, never logged
+    known = tuple(_reveal(s) for s in secrets)  # only ever handed to the redaction, never logged
     redactor = Redactor(known)
     seen = recent or RecentIds()
     logger = get_logger(secrets=known)
