@@ -35,7 +35,6 @@ from parallel_tasks.settings import DASK_ENV_VAR, get_settings
 from parallel_tasks.storage import read_latest, resolve_storage
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
-    materialize_run_input_assets,
     record_task_run_input_failure,
     record_task_run_input_lineage,
     retrieve_task_run_input,
@@ -126,7 +125,7 @@ def load_run_ids(path: str | Path) -> list[str]:
 
 
 class _Collector:
-    """Gathers the outcome of each batch as it finishes: materializes its assets, moves the progress bar,
+    """Gathers the outcome of each batch as it finishes: moves the progress bar,
     names its problem runs and logs progress about every 10%. A batch that broke as a whole counts as a
     failure of each of its runs."""
 
@@ -144,7 +143,6 @@ class _Collector:
                 build_failure_record(run_id, outcome, base_url=self.base_url, secrets=self._secrets) for run_id in batch
             ]
         self.records += outcome
-        materialize_run_input_assets(outcome, name="materialize-run-inputs")
         self.progress.advance(len(outcome))
         self.progress.name_problems(outcome)
         percent = 100 * len(self.records) // self.total
@@ -265,7 +263,6 @@ def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options
                 credentials=credentials,
             )
         )
-    materialize_run_input_assets(records)
     progress.name_problems(records)
     progress.finish()
     return records

@@ -29,7 +29,6 @@ from parallel_tasks.publishing import SUMMARY_ARTIFACT_KEY, publish_audit
 from parallel_tasks.records import summarize
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from parallel_tasks.tasks import (
-    materialize_run_input_assets,
     record_task_run_input_failure,
     record_task_run_input_lineage,
     retrieve_task_run_input,
@@ -74,7 +73,6 @@ def fetch_run_input(
     record = record_task_run_input_lineage(
         run_id, run_input, report, base_url=credentials.base_url, storage=storage_block, credentials=credentials
     )
-    materialize_run_input_assets([record], name="materialize-run-input")
     add_openlineage_inputs([record])
     summary = {
         "run_id": run_id,

@@ -9,12 +9,10 @@ client did not already retry (retries never multiply). The logic lives in :mod:`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
-from prefect.assets import Asset, add_asset_metadata, materialize
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 from prefect.utilities.asyncutils import run_coro_as_sync
@@ -23,7 +21,7 @@ from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
 from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
 from parallel_tasks.errors import APIError
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
-from parallel_tasks.publishing import asset_key, record_outcome, run_context_ids
+from parallel_tasks.publishing import EventBatcher, record_outcome, run_context_ids
 from parallel_tasks.records import build_failure_record, build_record
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
@@ -40,7 +38,6 @@ __all__ = [
     "arecord_task_run_input_lineage",
     "aretrieve_task_run_input",
     "audit_run_inputs_batch",
-    "materialize_run_input_assets",
     "record_task_run_input_failure",
     "record_task_run_input_lineage",
     "retrieve_task_run_input",
@@ -188,10 +185,8 @@ def record_task_run_input_lineage(
     artifacts: bool = True,
     credentials: ParallelCredentials | str | None = None,
 ) -> RunInputRecord:
-    """Make the audit record of one input: stored JSON (redacted, hashed), artifacts and an event.
-
-    Call :func:`materialize_run_input_assets` with the returned record to add the asset
-    materialization (Prefect needs the asset key before the task starts).
+    """Make the audit record of one input: stored JSON (redacted, hashed), its artifact, and its event (the asset
+    materialization of ``parallel://task-runs/<run id>/input``).
 
     Args:
         run_id: The task run id.
@@ -257,35 +252,6 @@ def record_task_run_input_failure(
     return run_coro_as_sync(store())
 
 
-def materialize_run_input_assets(records: Sequence[RunInputRecord], *, name: str = "materialize-run-inputs") -> int:
-    """Record an asset materialization ``parallel://task-runs/<run_id>/input`` for each fetched input,
-    with its hash, processor and verdict as asset metadata. Returns how many were materialized.
-
-    One task run covers them all, so auditing thousands of runs does not mean thousands of task runs.
-    """
-    fetched = [r for r in records if r.sha256 is not None]
-    if not fetched:
-        return 0
-    assets = [Asset(key=asset_key(r.run_id)) for r in fetched]
-
-    def add_metadata() -> int:
-        for asset, record in zip(assets, fetched, strict=True):
-            add_asset_metadata(
-                asset,
-                {
-                    "sha256": record.sha256,
-                    "processor": record.processor,
-                    "verdict": record.verdict,
-                    "drift": record.drift,
-                    "record_key": record.record_key,
-                },
-            )
-        return len(assets)
-
-    materializing = materialize(*assets, by="prefect-parallel-tasks", name=name, cache_policy=NO_CACHE)(add_metadata)
-    return materializing()
-
-
 @task(name="audit-run-inputs-batch", task_run_name="audit-batch-{batch_number}", cache_policy=NO_CACHE)
 async def audit_run_inputs_batch(
     run_ids: list[str],
@@ -305,7 +271,7 @@ async def audit_run_inputs_batch(
     target = await resolve_storage(storage)
     flow_run_id, task_run_id = run_context_ids()
     outcomes: list[RunInputRecord] = []
-    async with resolved.get_async_client() as client:
+    async with resolved.get_async_client() as client, EventBatcher() as events:
         ids: dict[str, Any] = {
             "base_url": client.base_url,
             "secrets": resolved.secrets_in_use(),
@@ -313,13 +279,13 @@ async def audit_run_inputs_batch(
             "task_run_id": task_run_id,
         }
         async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
-            record = await _record_fetch_result(target, result, ids, artifacts)
+            record = await _record_fetch_result(target, result, ids, artifacts, events)
             outcomes.append(record.model_copy(update={"input": None}))
     return outcomes
 
 
 async def _record_fetch_result(
-    target: WritableFileSystem, result: FetchResult, ids: dict[str, Any], artifacts: bool
+    target: WritableFileSystem, result: FetchResult, ids: dict[str, Any], artifacts: bool, events: EventBatcher
 ) -> RunInputRecord:
     """Validate and record one run's outcome. Whatever breaks for this run (a bug in the validation,
     storage, publishing) makes it a failed run whose error is stored when storage still works."""
@@ -331,11 +297,11 @@ async def _record_fetch_result(
             record = build_record(result.run_id, result.run_input, report, **ids)
         else:
             record = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
-        return await record_outcome(target, record, artifacts=artifacts)
+        return await record_outcome(target, record, artifacts=artifacts, events=events)
     except Exception as error:
         failure = build_failure_record(result.run_id, error, **ids)
     try:
-        return await record_outcome(target, failure, artifacts=False)
+        return await record_outcome(target, failure, artifacts=False, events=events)
     except Exception as error:  # storage itself is broken: the outcome is still reported in the summary
         return _not_stored(result, failure, error, ids)
 

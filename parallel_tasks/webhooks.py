@@ -37,6 +37,7 @@ from parallel_tasks._logging import get_logger
 from parallel_tasks.client import validate_run_id
 from parallel_tasks.credentials import _reveal, resolve_webhook_secrets, webhook_key
 from parallel_tasks.errors import InvalidRunIdError, MissingCredentialsError
+from parallel_tasks.publishing import post_events
 from parallel_tasks.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -265,8 +266,7 @@ async def _prefect_sink() -> AsyncIterator[EventSink]:
     async with get_client() as client:
 
         async def emit(event: Event) -> None:
-            response = await client.request("POST", "/events", json=[event.model_dump(mode="json")])
-            response.raise_for_status()
+            await post_events(client, [event.model_dump(mode="json")])
 
         yield emit
 

@@ -48,18 +48,30 @@ def credentials_block(prefect_harness: None, emulator_url: str) -> str:
 
 @pytest.fixture
 def captured_events(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[], list[Any]]]:
-    """Events emitted during the test, also passed on to the server."""
+    """Events sent during the test (Prefect's own through its events client, the audit's through the events
+    API), also passed on to the server."""
+    from prefect.events import Event
     from prefect.events.clients import AssertingPassthroughEventsClient
     from prefect.events.worker import EventsWorker
 
+    from parallel_tasks import publishing
+
     worker = EventsWorker.instance(AssertingPassthroughEventsClient)
     monkeypatch.setattr(EventsWorker, "instance", lambda *_: worker)
+    posted: list[Event] = []
+    post_events = publishing.post_events
+
+    async def passthrough(client: Any, events: list[dict[str, Any]]) -> None:
+        await post_events(client, events)
+        posted.extend(Event.model_validate(event) for event in events)
+
+    monkeypatch.setattr(publishing, "post_events", passthrough)
 
     def events() -> list[Any]:
         worker.wait_until_empty()
         client = worker._client
         assert isinstance(client, AssertingPassthroughEventsClient)
-        return list(client.events)
+        return list(client.events) + posted
 
     try:
         yield events

@@ -7,6 +7,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -65,6 +66,24 @@ def wait_for_logs(run_id: UUID, prefix: str, until: str, timeout: float = 60) ->
         time.sleep(0.5)
 
 
+def stored_event_count(run_id: UUID, expected: int = 200, timeout: float = 60) -> int:
+    """How many of the audit's per-run events the server stored for a flow run, once it has ``expected`` of them
+    (the server writes events to its database a moment after it takes them), or when ``timeout`` runs out."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventRelatedFilter
+
+    names = EventNameFilter(name=["prefect.asset.materialization.succeeded", "parallel.task-run.input.failed"])
+    related = EventRelatedFilter(id=[f"prefect.flow-run.{run_id}"])
+    wanted = EventFilter(event=names, related=related, occurred=EventOccurredFilter(since=datetime(2020, 1, 1)))
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(wanted, limit=50)
+            count = page.total
+        if count >= expected or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)
+
+
 def stored_records(folder: Path) -> tuple[list[Path], list[Path]]:
     """(latest pointers, content records) under a storage folder."""
     files = list(folder.glob("parallel-run-inputs/*/*.json"))
@@ -93,15 +112,16 @@ def test_fetch_flow_records_everything(
     assert "| my_key | my_value | 6 | 8 | yes |" in markdown.data and "Every rule passed." in markdown.data
     assert not artifacts(artifact_key(GOOD) + "-metadata")  # the metadata is in the markdown, not a second artifact
 
-    events = captured_events()
-    (recorded,) = [e for e in events if e.event == "parallel.task-run.input.recorded"]
-    assert recorded.resource.id == f"parallel.task-run.{GOOD}"
-    assert recorded.payload["sha256"] == summary["sha256"] and recorded.payload["verdict"] == "valid"
-    assert {r.role for r in recorded.related} >= {"asset", "flow-run", "task-run"}
-    (materialized,) = [e for e in events if e.event == "prefect.asset.materialization.succeeded"]
+    events = captured_events()  # one event for the run: its input's asset materialization
+    (materialized,) = [e for e in events if e.resource.id in (asset_key(GOOD), f"parallel.task-run.{GOOD}")]
+    assert materialized.event == "prefect.asset.materialization.succeeded"
     assert materialized.resource.id == asset_key(GOOD)
-    assert materialized.payload["sha256"] == summary["sha256"]
+    assert materialized.payload["sha256"] == summary["sha256"] and materialized.payload["run_id"] == GOOD
     assert (materialized.payload["processor"], materialized.payload["verdict"]) == ("core", "valid")
+    related = {r.role: r.id for r in materialized.related}
+    assert related["parallel-task-run"] == f"parallel.task-run.{GOOD}"
+    assert related["flow-run"] == f"prefect.flow-run.{flow_run_id(state)}" and related["task-run"]
+    assert related["asset-materialized-by"] == "prefect-parallel-tasks"
 
 
 def test_fetch_flow_fails_clearly_only_when_asked_or_when_the_fetch_fails(
@@ -168,10 +188,12 @@ def test_audit_of_200_runs_with_404s_and_503s_keeps_every_record(
     (summary,) = [a for a in artifacts(SUMMARY_ARTIFACT_KEY) if a.flow_run_id == flow_run_id(state)]
     rows = json.loads(summary.data) if isinstance(summary.data, str) else summary.data
     assert len(rows) == 200 and {r["status"] for r in rows} >= {"ok", "invalid", "not_found", "failed"}
-    events = captured_events()
-    assert sum(e.event == "parallel.task-run.input.recorded" for e in events) == 185
-    assert sum(e.event == "parallel.task-run.input.failed" for e in events) == 15
-    assert sum(e.event == "prefect.asset.materialization.succeeded" for e in events) == 185
+    events = captured_events()  # one event per run: 185 materializations, 15 inputs not fetched
+    ours = [e for e in events if e.resource.id.startswith(("parallel://", "parallel.task-run."))]
+    assert len(ours) == 200 and len({e.payload["run_id"] for e in ours}) == 200
+    assert sum(e.event == "prefect.asset.materialization.succeeded" for e in ours) == 185
+    assert sum(e.event == "parallel.task-run.input.failed" for e in ours) == 15
+    assert stored_event_count(flow_run_id(state)) == 200  # and the server has every one of them
     # The manifest: verify finds the store clean, and its hash is where the store cannot rewrite it.
     report = verify_store(LocalStore(folder))
     assert report.clean and report.counts["manifests"] == 1, report.findings
