@@ -307,7 +307,7 @@ async def _chain_lock(storage: Any, chain: str) -> AsyncIterator[None]:
     if folder is None:
         yield
         return
-    lock_path = folder / chain_folder(chain) / LOCK_NAME
+    lock_path = Path(folder) / chain_folder(chain) / LOCK_NAME
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("a") as handle:
         deadline = time.monotonic() + LOCK_TIMEOUT_S

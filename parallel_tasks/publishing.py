@@ -57,7 +57,6 @@ __all__ = [
 
 MATERIALIZED_EVENT = "prefect.asset.materialization.succeeded"
 NOT_FETCHED_EVENT = "parallel.task-run.input.failed"
-MATERIALIZED_BY = "prefect-parallel-tasks"
 EVENTS_PER_REQUEST = 200
 SUMMARY_ARTIFACT_KEY = "parallel-run-input-audit"
 AUDIT_REPORT_KEY = "parallel-run-input-audit-report"
@@ -86,7 +85,7 @@ def asset_key(run_id: str) -> str:
 
 
 def event_payload(record: RunInputRecord) -> dict[str, Any]:
-    """What the ``parallel.task-run.input.*`` events carry: no input, no secrets."""
+    """What each run's event carries: the record's outcome and where it is stored (no input, no secrets)."""
     return {
         "run_id": record.run_id,
         "status": record.status,
@@ -99,6 +98,7 @@ def event_payload(record: RunInputRecord) -> dict[str, Any]:
         "record_key": record.record_key,
         "base_url": record.base_url,
         "error": record.error,
+        "task_run_id": record.task_run_id,
     }
 
 
@@ -118,33 +118,29 @@ def run_event(record: RunInputRecord) -> dict[str, Any]:
     """The one Prefect event of an audited run, as the events API takes it.
 
     A fetched input (ok, invalid) is the asset materialization of ``parallel://task-runs/<run id>/input``, the
-    event Prefect's asset lineage and asset automations read; the run itself (``parallel.task-run.<run id>``),
-    the flow run and the task run are its related resources. A run whose input could not be fetched has no
-    asset: its event is ``parallel.task-run.input.failed`` on the run. The payload is :func:`event_payload`.
+    event Prefect's asset lineage and asset automations read; a run whose input could not be fetched has no
+    asset: its event is ``parallel.task-run.input.failed`` on ``parallel.task-run.<run id>``. Either resource
+    carries the run id as the label ``parallel.task-run.id``; the payload is :func:`event_payload`.
+
+    The flow run is the only related resource: the server spends about as much on each related resource as on
+    the rest of the event (the task run's id is in the payload).
     """
-    run = {"prefect.resource.id": f"parallel.task-run.{record.run_id}", "prefect.resource.name": record.run_id}
-    related = [
-        {"prefect.resource.id": f"prefect.flow-run.{record.flow_run_id}", "prefect.resource.role": "flow-run"}
-        if record.flow_run_id
-        else None,
-        {"prefect.resource.id": f"prefect.task-run.{record.task_run_id}", "prefect.resource.role": "task-run"}
-        if record.task_run_id
-        else None,
-    ]
+    labels = {"prefect.resource.name": record.run_id, "parallel.task-run.id": record.run_id}
     if record.sha256 is not None:
-        name, resource = MATERIALIZED_EVENT, {"prefect.resource.id": asset_key(record.run_id)}
-        related += [
-            {**run, "prefect.resource.role": "parallel-task-run"},
-            {"prefect.resource.id": MATERIALIZED_BY, "prefect.resource.role": "asset-materialized-by"},
-        ]
+        name, resource = MATERIALIZED_EVENT, {"prefect.resource.id": asset_key(record.run_id), **labels}
     else:
-        name, resource = NOT_FETCHED_EVENT, run
+        name, resource = NOT_FETCHED_EVENT, {"prefect.resource.id": f"parallel.task-run.{record.run_id}", **labels}
+    related = []
+    if record.flow_run_id:
+        related.append(
+            {"prefect.resource.id": f"prefect.flow-run.{record.flow_run_id}", "prefect.resource.role": "flow-run"}
+        )
     return {
         "id": str(uuid.uuid4()),
         "occurred": datetime.now(timezone.utc).isoformat(),
         "event": name,
         "resource": resource,
-        "related": [r for r in related if r],
+        "related": related,
         "payload": event_payload(record),
     }
 

@@ -36,6 +36,7 @@ __all__ = [
     "latest_key",
     "record_hash",
     "seal",
+    "sealed",
     "sha256_hex",
     "status_for_error",
     "summarize",
@@ -191,8 +192,16 @@ def record_hash(fields: Mapping[str, Any]) -> str:
 
 def seal(record: RunInputRecord) -> RunInputRecord:
     """The record as version 2, with its whole-record hash filled in."""
-    unsealed = record.model_copy(update={"record_version": 2, "record_sha256": None})
-    return unsealed.model_copy(update={"record_sha256": record_hash(unsealed.model_dump(mode="json"))})
+    return sealed(record)[0]
+
+
+def sealed(record: RunInputRecord) -> tuple[RunInputRecord, bytes]:
+    """The record as version 2 with its whole-record hash filled in, and the canonical JSON it is stored as
+    (one serialization for both)."""
+    fields = record.model_dump(mode="json")
+    fields["record_version"] = 2
+    fields["record_sha256"] = digest = record_hash(fields)
+    return record.model_copy(update={"record_version": 2, "record_sha256": digest}), canonical_json(fields)
 
 
 def verify_record(data: bytes | str) -> RunInputRecord:

@@ -6,6 +6,7 @@ written before the latest pointer, so a crash between the two leaves nothing a r
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from parallel_tasks.models import RunInputRecord
-from parallel_tasks.records import canonical_json, content_key, latest_key, record_hash, seal
+from parallel_tasks.records import content_key, latest_key, record_hash, sealed
 
 if TYPE_CHECKING:
     from prefect.filesystems import WritableFileSystem
@@ -32,19 +33,26 @@ async def resolve_storage(storage: WritableFileSystem | str | Path | None = None
     return await aresolve_result_storage(storage)
 
 
-def _local_folder(storage: Any) -> Path | None:
+def _local_folder(storage: Any) -> str | None:
     """The folder of a local filesystem block; None for any other storage (S3, GCS, ...)."""
     from prefect.filesystems import LocalFileSystem
 
     if type(storage) is not LocalFileSystem:
         return None
-    return Path(storage.basepath or ".").expanduser().absolute()
+    return _absolute(storage.basepath or ".")
+
+
+@functools.lru_cache(maxsize=64)
+def _absolute(path: str) -> str:
+    """A block's base path as an absolute folder (computed once per path: records are written by the thousand)."""
+    return str(Path(path).expanduser().absolute())
 
 
 async def _read(storage: Any, key: str) -> bytes:
     folder = _local_folder(storage)
     if folder is not None:
-        return (folder / key).read_bytes()
+        with open(os.path.join(folder, key), "rb") as file:
+            return file.read()
     method = getattr(storage, "aread_path", None) or storage.read_path
     result = method(key)
     return bytes(await result if inspect.isawaitable(result) else result)
@@ -61,11 +69,19 @@ async def _write(storage: Any, key: str, content: bytes) -> None:
         if inspect.isawaitable(result):
             await result
         return
-    target = folder / key
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    partial.write_bytes(content)
-    os.replace(partial, target)
+    parent, name = os.path.split(os.path.join(folder, key))
+    partial = os.path.join(parent, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        _create(partial, content)
+    except FileNotFoundError:  # the run's first record: its folder is made once, not checked before every write
+        os.makedirs(parent, exist_ok=True)
+        _create(partial, content)
+    os.replace(partial, os.path.join(parent, name))
+
+
+def _create(path: str, content: bytes) -> None:
+    with open(path, "xb") as file:
+        file.write(content)
 
 
 async def read_latest(storage: WritableFileSystem, run_id: str) -> RunInputRecord | None:
@@ -92,11 +108,11 @@ async def store_record(storage: WritableFileSystem, record: RunInputRecord) -> R
     if digest is not None and previous_sha != digest:
         content_sha = await _stored_record_hash(storage, content_key(record.run_id, digest))
         if content_sha is None:  # new for the run (an input that changes back keeps its first record)
-            content = seal(record)
-            await _write(storage, content_key(record.run_id, digest), _dump(content))
+            content, data = sealed(record)
+            await _write(storage, content_key(record.run_id, digest), data)
             content_sha = content.record_sha256
-    pointer = seal(record.model_copy(update={"input": None, "content_record_sha256": content_sha}))
-    await _write(storage, latest_key(record.run_id), _dump(pointer))
+    pointer, data = sealed(record.model_copy(update={"input": None, "content_record_sha256": content_sha}))
+    await _write(storage, latest_key(record.run_id), data)
     return pointer.model_copy(update={"input": record.input})
 
 
@@ -107,7 +123,3 @@ async def _stored_record_hash(storage: WritableFileSystem, key: str) -> str | No
     except Exception:  # a missing key raises differently in every filesystem block
         return None
     return record_hash(fields) if isinstance(fields, dict) else None
-
-
-def _dump(record: RunInputRecord) -> bytes:
-    return canonical_json(record.model_dump(mode="json"))

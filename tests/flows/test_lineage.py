@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from prefect.filesystems import LocalFileSystem
 
+import parallel_tasks.storage as storage_module
 from parallel_tasks import NotFoundError, TaskRunInput
 from parallel_tasks.lineage import (
     artifact_key,
@@ -186,12 +187,12 @@ async def test_local_writes_are_atomic_and_leave_no_partial_files(
     folder = tmp_path / "parallel-run-inputs" / RUN
     assert sorted(p.name for p in folder.iterdir()) == sorted([f"{stored.sha256}.json", "latest.json"])
 
-    def crash_halfway(path: Path, data: bytes) -> int:  # the disk fills up (or the process dies) mid-write
+    def crash_halfway(path: str, data: bytes) -> None:  # the disk fills up (or the process dies) mid-write
         with open(path, "wb") as file:
             file.write(data[: len(data) // 2])
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(Path, "write_bytes", crash_halfway)
+    monkeypatch.setattr(storage_module, "_create", crash_halfway)
     with pytest.raises(OSError, match="No space left"):
         await store_record(storage, record_of({**BODY, "processor": "pro"}))
     monkeypatch.undo()

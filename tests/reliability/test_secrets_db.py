@@ -200,7 +200,8 @@ def texts_from_the_api(flow_run_ids: list[Any]) -> list[str]:
         seen += [log.model_dump_json() for log in logs]
         seen += [artifact.model_dump_json() for artifact in client.read_artifacts()]
         events = client.read_events(
-            filter=EventFilter(resource=EventResourceFilter(id_prefix=["parallel.task-run."])), limit=50
+            filter=EventFilter(resource=EventResourceFilter(id_prefix=["parallel.task-run.", "parallel://task-runs/"])),
+            limit=50,
         )
         seen += [event.model_dump_json() for event in events.events]
     return seen
