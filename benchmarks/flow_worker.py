@@ -3,7 +3,8 @@
 Expects ``PREFECT_API_URL`` (the server) and ``PREFECT_LOCAL_STORAGE_PATH`` (a fresh directory for
 the records) in the environment. Saves a ``ParallelCredentials`` block for the emulator, then times
 ``audit_run_inputs`` over the first N run ids: every run fetched, validated and recorded, per-run
-artifacts off (the audit's default). Checks that every run has its ``latest.json`` record, and
+artifacts off (the audit's default). Checks, after the timed part, that every run has its ``latest.json``
+record and its event on the server (its asset materialization, or ``parallel.task-run.input.failed``), and
 prints one JSON line.
 
 The fetch latencies come from wrapping ``AsyncParallelClient.fetch`` in this process (a list
@@ -20,6 +21,7 @@ import os
 import resource
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,29 @@ def record_fetch_latencies(sink: list[float]) -> None:
         return result
 
     AsyncParallelClient.fetch = fetch  # type: ignore[method-assign]
+
+
+def events_on_server(flow_run_id: str, expected: int, since: str, timeout: float = 180) -> int:
+    """How many per-run events the server holds for the flow run, once it has ``expected`` (it writes them to its
+    database a moment after taking them) or when ``timeout`` runs out."""
+    from prefect.client.orchestration import get_client
+
+    names = ["prefect.asset.materialization.succeeded", "parallel.task-run.input.failed"]
+    body = {
+        "filter": {
+            "event": {"name": names},
+            "related": {"id": [f"prefect.flow-run.{flow_run_id}"]},
+            "occurred": {"since": since},
+        },
+    }
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            counts = client.request("POST", "/events/count-by/event", json=body).json()
+            found = sum(row["count"] for row in counts)
+            if found >= expected or time.monotonic() > deadline:
+                return int(found)
+            time.sleep(1)
 
 
 def main() -> None:
@@ -62,6 +87,7 @@ def main() -> None:
     latencies: list[float] = []
     record_fetch_latencies(latencies)
 
+    since = datetime.now(timezone.utc).isoformat()
     started, cpu = time.perf_counter(), process_cpu_s()
     state = audit_run_inputs(
         run_ids=ids, credentials_block=args.block, max_concurrency=args.concurrency, return_state=True
@@ -71,6 +97,7 @@ def main() -> None:
     summary = state.result(raise_on_failure=False)
     storage = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
     recorded = sum((storage / latest_key(run_id)).is_file() for run_id in ids)
+    events = events_on_server(str(state.state_details.flow_run_id), len(ids), since)
     if not isinstance(summary, AuditSummary):
         raise RuntimeError(f"the flow ended {state.type.value} without a summary: {state.message}")
     result: dict[str, Any] = {
@@ -79,10 +106,11 @@ def main() -> None:
         "rps": len(ids) / elapsed,
         "p50_ms": (percentile(latencies, 0.5) or 0) * 1000 if latencies else None,
         "p95_ms": (percentile(latencies, 0.95) or 0) * 1000 if latencies else None,
-        "errors": summary.not_fetched + len(ids) - recorded,
+        "errors": summary.not_fetched + len(ids) - recorded + len(ids) - events,
         "state": state.type.value,
         "counts": summary.counts,
         "recorded": recorded,
+        "events": events,
         "fetches": len(latencies),
         "peak_rss_mb": max(peak_rss_mb(), peak_rss_mb(resource.RUSAGE_CHILDREN)),
         "cpu_us_per_run": cpu / len(ids) * 1e6,
