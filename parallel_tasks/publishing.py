@@ -215,8 +215,6 @@ async def post_events(client: PrefectClient, events: list[dict[str, Any]]) -> No
 
 async def publish_record(record: RunInputRecord, *, artifacts: bool, events: EventBatcher | None = None) -> None:
     """Send the record's event (through ``events``, else at once) and, when asked, its markdown artifact."""
-    from prefect.artifacts import acreate_markdown_artifact
-
     if events is not None:
         await events.add(run_event(record))
     else:
@@ -224,6 +222,8 @@ async def publish_record(record: RunInputRecord, *, artifacts: bool, events: Eve
             await one.add(run_event(record))
     if not artifacts:
         return
+    from prefect.artifacts import acreate_markdown_artifact
+
     key = artifact_key(record.run_id)
     await acreate_markdown_artifact(
         render_markdown(record), key=key, description=f"{shown_status(record)}: input of {record.run_id}"

@@ -196,12 +196,23 @@ def seal(record: RunInputRecord) -> RunInputRecord:
 
 
 def sealed(record: RunInputRecord) -> tuple[RunInputRecord, bytes]:
-    """The record as version 2 with its whole-record hash filled in, and the canonical JSON it is stored as
-    (one serialization for both)."""
+    """The record as version 2 with its whole-record hash filled in, and the canonical JSON it is stored as.
+
+    Each field is serialized once: canonical JSON is its sorted ``"key":value`` pairs, so the bytes the hash
+    covers and the bytes stored are joined from the same pieces (byte for byte what :func:`canonical_json` of
+    the whole would give; the tests compare them).
+    """
     fields = record.model_dump(mode="json")
     fields["record_version"] = 2
-    fields["record_sha256"] = digest = record_hash(fields)
-    return record.model_copy(update={"record_version": 2, "record_sha256": digest}), canonical_json(fields)
+    fields.pop("record_sha256", None)
+    pieces = {key: canonical_json(key) + b":" + canonical_json(value) for key, value in fields.items()}
+    digest = sha256_hex(_joined(pieces))
+    pieces["record_sha256"] = b'"record_sha256":' + canonical_json(digest)
+    return record.model_copy(update={"record_version": 2, "record_sha256": digest}), _joined(pieces)
+
+
+def _joined(pieces: Mapping[str, bytes]) -> bytes:
+    return b"{" + b",".join(pieces[key] for key in sorted(pieces)) + b"}"
 
 
 def verify_record(data: bytes | str) -> RunInputRecord:

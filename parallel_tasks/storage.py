@@ -35,11 +35,16 @@ async def resolve_storage(storage: WritableFileSystem | str | Path | None = None
 
 def _local_folder(storage: Any) -> str | None:
     """The folder of a local filesystem block; None for any other storage (S3, GCS, ...)."""
-    from prefect.filesystems import LocalFileSystem
-
-    if type(storage) is not LocalFileSystem:
+    if type(storage) is not _local_filesystem():
         return None
     return _absolute(storage.basepath or ".")
+
+
+@functools.cache
+def _local_filesystem() -> type[Any]:
+    from prefect.filesystems import LocalFileSystem
+
+    return LocalFileSystem
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,6 +10,7 @@ from prefect.filesystems import LocalFileSystem
 
 import parallel_tasks.storage as storage_module
 from parallel_tasks import NotFoundError, TaskRunInput
+from parallel_tasks.emulator import generate_runs
 from parallel_tasks.lineage import (
     artifact_key,
     asset_key,
@@ -26,6 +27,7 @@ from parallel_tasks.lineage import (
     verify_record,
 )
 from parallel_tasks.models import RunInputRecord, ValidationReport, Violation
+from parallel_tasks.records import record_hash, sealed
 from parallel_tasks.redaction import REDACTED
 from parallel_tasks.validation import check_task_run_input
 
@@ -54,6 +56,21 @@ def test_canonical_json_is_stable_and_sorted() -> None:
     assert canonical_json({"x": 1, "y": 2}) == canonical_json({"y": 2, "x": 1})
     with pytest.raises(ValueError):
         canonical_json({"x": float("nan")})
+
+
+def test_a_sealed_record_is_stored_as_the_canonical_json_of_the_whole() -> None:
+    """``sealed`` joins per-field pieces; they must give byte for byte the canonical JSON of the whole record, and a
+    hash ``verify_record`` accepts: content records and pointers, with unicode, findings and no input at all."""
+    runs = generate_runs(150, seed=12)
+    for run_id, body in runs.items():
+        content = record_of(body, run_id).model_copy(update={"previous_sha256": "ab" * 32, "drift": True})
+        for record in (content, content.model_copy(update={"input": None, "content_record_sha256": "cd" * 32})):
+            stored, data = sealed(record)
+            assert data == canonical_json(stored.model_dump(mode="json"))
+            assert stored.record_sha256 == record_hash(json.loads(data)) and stored.record_version == 2
+        verify_record(sealed(content)[1])
+    unicode = record_of({**BODY, "input": {"q": 'é ü 日本 \u2028 "quoted"'}})
+    assert sealed(unicode)[1] == canonical_json(sealed(unicode)[0].model_dump(mode="json"))
 
 
 def test_keys() -> None:
