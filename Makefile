@@ -9,7 +9,7 @@ PRISM := tools/prism/node_modules/.bin/prism
 # and every process (each Prefect worker, server and test) would pay seconds to import Prefect.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install test lint typecheck pytest test-versions demo bench test-scale deploy clean ui-check
+.PHONY: install test lint typecheck pytest test-versions demo bench bench-scale test-scale deploy clean ui-check
 
 .tools/bin/uv:
 	$(PYTHON) -m venv .tools
@@ -68,3 +68,9 @@ test-scale: install
 bench: | $(UV)
 	$(UV) sync --frozen --all-extras --group bench
 	$(PY) benchmarks/run.py $(BENCH_ARGS)
+
+# The audit flow at N = 10,000 and 100,000 (the latter time-boxed), RSS sampled over time; not part of `make bench`.
+# Writes benchmarks/results/audit_scale.{md,json}. SCALE_ARGS="--sizes 1000 3000" for a smoke run.
+bench-scale: | $(UV)
+	$(UV) sync --frozen --all-extras --group bench
+	$(PY) benchmarks/audit_scale.py $(SCALE_ARGS)

@@ -31,14 +31,30 @@ def cpu_seconds(pid: int) -> float | None:
 def start_emulator(
     runs: int, *, seed: int = SEED, latency_ms: float = 0.0, http: str = "auto", loop: str = "auto", timeout: float = 60
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start the emulator command on a free port; return the process and the base URL it printed.
-
-    The process leads its own session, so :func:`stop_process` can end it and anything it spawned.
-    """
+    """Start the emulator command on a free port; return the process and the base URL it printed."""
     command = [
         sys.executable, "-m", "parallel_tasks.emulator", "--port", "0", "--runs", str(runs), "--seed", str(seed),
         "--api-key", API_KEY, "--latency-ms", str(latency_ms), "--http", http, "--loop", loop,
     ]  # fmt: skip
+    return start_server(command, "the emulator", timeout)
+
+
+def start_plain_server(
+    runs: int, *, seed: int = SEED, latency_ms: float = 0.0, timeout: float = 60
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``plain_server.py`` (Starlette on uvicorn, not the emulator); return the process and its base URL."""
+    command = [
+        sys.executable, str(Path(__file__).resolve().parent / "plain_server.py"), "--runs", str(runs),
+        "--seed", str(seed), "--latency-ms", str(latency_ms),
+    ]  # fmt: skip
+    return start_server(command, "the plain server", timeout)
+
+
+def start_server(command: list[str], name: str, timeout: float) -> tuple[subprocess.Popen[str], str]:
+    """Start a server command that prints its base URL as its first stdout line once it is ready.
+
+    The process leads its own session, so :func:`stop_process` can end it and anything it spawned.
+    """
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         base_url = read_line(process, timeout)
@@ -47,7 +63,7 @@ def start_emulator(
         raise
     if not base_url.startswith("http://"):
         stop_process(process)
-        raise RuntimeError(f"the emulator printed {base_url!r} instead of its base URL")
+        raise RuntimeError(f"{name} printed {base_url!r} instead of its base URL")
     return process, base_url
 
 

@@ -88,7 +88,7 @@ def main() -> None:
     record_fetch_latencies(latencies)
 
     since = datetime.now(timezone.utc).isoformat()
-    started, cpu = time.perf_counter(), process_cpu_s()
+    started_at, started, cpu = time.time(), time.perf_counter(), process_cpu_s()
     state = audit_run_inputs(
         run_ids=ids, credentials_block=args.block, max_concurrency=args.concurrency, return_state=True
     )
@@ -102,6 +102,7 @@ def main() -> None:
         raise RuntimeError(f"the flow ended {state.type.value} without a summary: {state.message}")
     result: dict[str, Any] = {
         "runs": len(ids),
+        "started_at": started_at,  # wall clock, for RSS sampled from outside (audit_scale.py)
         "elapsed_s": elapsed,
         "rps": len(ids) / elapsed,
         "p50_ms": (percentile(latencies, 0.5) or 0) * 1000 if latencies else None,

@@ -1,11 +1,13 @@
 """The whole benchmark in one run (``make bench``): clients side by side, the audit flow, Prefect's start-up.
 
 1. Two emulators on 127.0.0.1, each in its own process, with 0 ms and 50 ms added latency, serving
-   the same 10,000 generated runs.
+   the same 10,000 generated runs; beside them two plain Starlette/uvicorn servers (``plain_server.py``,
+   not the emulator's code) with the same runs and latencies.
 2. For each latency, N in (100, 1,000, 10,000) and concurrency in (16, 64), each client in its own
-   process (``clients.py``): (a) aiohttp, (b) raw httpx, the SDK's ``Parallel`` in a loop (on a
-   fixed sample at most) and ``AsyncParallel`` gathered, (c) our batch API on its default
-   transport and on httpx's own.
+   process (``clients.py``) on the emulator: (a) aiohttp, (b) raw httpx, the SDK's ``Parallel`` in a
+   loop (on a fixed sample at most) and ``AsyncParallel`` gathered, (c) our batch API on its default
+   transport and on httpx's own. Then (a) and (c) on the plain server at c64 for each latency and N
+   (each row's ``server`` says which; ratios are within one server).
 3. A Prefect server (temporary ``PREFECT_HOME``) and (d) the audit flow (``flow_worker.py``), the
    targeted configurations first, the rest while the time budget lasts; then the audit at the largest N
    with OpenLineage off and on (``openlineage_overhead.py``, written to ``results/openlineage.md``).
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import openlineage_overhead
-from _common import REPO, SEED, start_emulator, stop_process, write_ids
+from _common import REPO, SEED, start_emulator, start_plain_server, stop_process, write_ids
 from report import CLIENT_ORDER, machine_info, write_reports
 
 BENCH = Path(__file__).resolve().parent
@@ -47,6 +49,7 @@ RESULTS = BENCH / "results"
 LATENCIES_MS = (0.0, 50.0)
 SIZES = (100, 1_000, 10_000)
 CONCURRENCIES = (16, 64)
+PLAIN_CLIENTS, PLAIN_CONCURRENCY = ("aiohttp", "ours"), 64  # on the plain server: (a) and (c) only, to save time
 SEQUENTIAL_SAMPLE = {0.0: 2_000, 50.0: 200}  # the SDK's sequential loop: first ids only, past this many
 REPEATS, REPEAT_UP_TO = 3, 1_000  # batches this small are timed 3 times (median): the machine is noisy
 TARGETED_FLOWS = ((50.0, 1_000, 64), (50.0, 10_000, 64))
@@ -128,23 +131,38 @@ def prefect_server(home: Path) -> Iterator[str]:
 
 
 def measure_clients(urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
-    """Every client at every (latency, N, concurrency), each in its own process."""
+    """Every client at every (latency, N, concurrency) on the emulator, each in its own process."""
     rows: list[dict[str, Any]] = []
     for latency, n, concurrency in [(lat, n, c) for lat in LATENCIES_MS for n in sizes for c in CONCURRENCIES]:
         for client in CLIENT_ORDER:
-            if client == "flow":
-                continue
-            sequential = client == "sdk-sequential"
-            sample = min(n, SEQUENTIAL_SAMPLE[latency]) if sequential else n
-            repeats = 1 if sequential or n > REPEAT_UP_TO else REPEATS
-            command = [sys.executable, "clients.py", client, "--base-url", urls[latency], "--ids-file", str(ids_file)]
-            command += ["--n", str(n), "--concurrency", str(concurrency), "--sample", str(sample)]
-            command += ["--repeats", str(repeats)]
-            result = run_worker(command, clean_env(home), CLIENT_TIMEOUT_S)
-            row = {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": client, **result}
-            rows.append({**row, "load_1m": os.getloadavg()[0]})
-            log(f"{latency:.0f} ms N={n} c={concurrency} {client}: " + summary_of(result))
+            if client != "flow":
+                rows.append(measure_client(client, "emulator", urls[latency], latency, n, concurrency, ids_file, home))
     return rows
+
+
+def measure_plain(urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+    """(a) and (c) on the plain Starlette server at c64, every latency and N: a server that is not ours."""
+    rows: list[dict[str, Any]] = []
+    for latency, n in [(lat, n) for lat in LATENCIES_MS for n in sizes]:
+        for client in PLAIN_CLIENTS:
+            rows.append(measure_client(client, "plain", urls[latency], latency, n, PLAIN_CONCURRENCY, ids_file, home))
+    return rows
+
+
+def measure_client(
+    client: str, server: str, url: str, latency: float, n: int, concurrency: int, ids_file: Path, home: Path
+) -> dict[str, Any]:
+    """One client at one configuration, in its own process (``clients.py``); its row."""
+    sequential = client == "sdk-sequential"
+    sample = min(n, SEQUENTIAL_SAMPLE[latency]) if sequential else n
+    repeats = 1 if sequential or n > REPEAT_UP_TO else REPEATS
+    command = [sys.executable, "clients.py", client, "--base-url", url, "--ids-file", str(ids_file)]
+    command += ["--n", str(n), "--concurrency", str(concurrency), "--sample", str(sample)]
+    command += ["--repeats", str(repeats)]
+    result = run_worker(command, clean_env(home), CLIENT_TIMEOUT_S)
+    row = {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": client, "server": server, **result}
+    log(f"{server} {latency:.0f} ms N={n} c={concurrency} {client}: " + summary_of(result))
+    return {**row, "load_1m": os.getloadavg()[0]}
 
 
 def measure_flows(
@@ -160,6 +178,7 @@ def measure_flows(
         log(f"Prefect server up at {api_url}")
         for latency, n, concurrency in order:
             row: dict[str, Any] = {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "flow"}
+            row["server"] = "emulator"
             expected_s = 20 + n / min(rates, default=50)
             if (latency, n, concurrency) not in targeted and time.monotonic() + expected_s > deadline:
                 rows.append({**row, "skipped": "time budget"})
@@ -260,14 +279,19 @@ def main() -> None:
 
     ids_file = write_ids(list(generate_runs(max(sizes), SEED)))
     home = Path(tempfile.mkdtemp(prefix="bench-prefect-"))
-    emulators: list[subprocess.Popen[str]] = []
+    servers: list[subprocess.Popen[str]] = []
     try:
         urls: dict[float, str] = {}
+        plain_urls: dict[float, str] = {}  # the plain Starlette server, same runs and latencies
         for latency in LATENCIES_MS:
             process, urls[latency] = start_emulator(max(sizes), latency_ms=latency)
-            emulators.append(process)
+            servers.append(process)
             log(f"emulator {latency:.0f} ms at {urls[latency]} (pid {process.pid})")
+            process, plain_urls[latency] = start_plain_server(max(sizes), latency_ms=latency)
+            servers.append(process)
+            log(f"plain server {latency:.0f} ms at {plain_urls[latency]} (pid {process.pid})")
         data["rows"] += measure_clients(urls, ids_file, home, sizes)
+        data["rows"] += measure_plain(plain_urls, ids_file, home, sizes)
         try:
             data["rows"] += measure_flows(urls, ids_file, home, sizes, deadline)
             with prefect_server(home) as api_url:  # the audit with OpenLineage on versus off, side by side
@@ -282,7 +306,7 @@ def main() -> None:
                     {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "flow", "error": str(exc)}
                 )
     finally:
-        for process in emulators:
+        for process in servers:
             stop_process(process)
         ids_file.unlink(missing_ok=True)
     log("webhook receiver: benchmarks/webhooks.py (its own report, results/webhooks.md)")
