@@ -190,7 +190,7 @@ def targets(rows: list[dict[str, Any]]) -> list[Target]:
         Target("(c) vs (a) at 0 ms, c64, N=1,000", rps_ratio("ours", "aiohttp", fast), 0.7),
         Target("(c) vs (a) at 0 ms, c64, N=1,000, plain server", rps_ratio("ours", "aiohttp", fast, "plain"), 0.7),
         Target("(d) vs (a) at 50 ms, c64, N=10,000", rps_ratio("flow", "aiohttp", flow), 0.5),
-        Target("(d) peak RSS at 50 ms, c64, N=10,000", flow_row["peak_rss_mb"] if flow_row else None, 500, True),
+        Target("(d) peak RSS at 50 ms, c64, N=10,000", flow_row["peak_rss_mb"] if flow_row else None, 300, True),
     ]
 
 

@@ -19,7 +19,7 @@ A measurement that fails or times out becomes an error cell; every process start
 stopped by its PID in ``finally``.
 
 Usage:
-    python benchmarks/run.py [--budget-min 25] [--quick] [--report-only]
+    python benchmarks/run.py [--budget-min 25] [--quick] [--targets-only] [--report-only]
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ CONCURRENCIES = (16, 64)
 PLAIN_CLIENTS, PLAIN_CONCURRENCY = ("aiohttp", "ours"), 64  # on the plain server: (a) and (c) only, to save time
 SEQUENTIAL_SAMPLE = {0.0: 2_000, 50.0: 200}  # the SDK's sequential loop: first ids only, past this many
 REPEATS, REPEAT_UP_TO = 3, 1_000  # batches this small are timed 3 times (median): the machine is noisy
+Config = tuple[float, int, int]  # latency ms, N, concurrency
 TARGETED_FLOWS = ((50.0, 1_000, 64), (50.0, 10_000, 64))
+TARGETED_CLIENTS = ((50.0, 1_000, 64), (0.0, 1_000, 64))
 CLIENT_TIMEOUT_S = 300
 FLOW_TIMEOUT_S = 900
 STARTUP_TIMEOUT_S = 240
@@ -130,20 +132,32 @@ def prefect_server(home: Path) -> Iterator[str]:
             stop_process(process)
 
 
-def measure_clients(urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+def configurations(sizes: tuple[int, ...], only: set[Config] | None) -> list[Config]:
+    """Every (latency, N, concurrency) of the run, or just ``only``'s."""
+    every = [(lat, n, c) for lat in LATENCIES_MS for n in sizes for c in CONCURRENCIES]
+    return [config for config in every if only is None or config in only]
+
+
+def measure_clients(
+    urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...], only: set[Config] | None = None
+) -> list[dict[str, Any]]:
     """Every client at every (latency, N, concurrency) on the emulator, each in its own process."""
     rows: list[dict[str, Any]] = []
-    for latency, n, concurrency in [(lat, n, c) for lat in LATENCIES_MS for n in sizes for c in CONCURRENCIES]:
+    for latency, n, concurrency in configurations(sizes, only):
         for client in CLIENT_ORDER:
             if client != "flow":
                 rows.append(measure_client(client, "emulator", urls[latency], latency, n, concurrency, ids_file, home))
     return rows
 
 
-def measure_plain(urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...]) -> list[dict[str, Any]]:
+def measure_plain(
+    urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...], only: set[Config] | None = None
+) -> list[dict[str, Any]]:
     """(a) and (c) on the plain Starlette server at c64, every latency and N: a server that is not ours."""
     rows: list[dict[str, Any]] = []
-    for latency, n in [(lat, n) for lat in LATENCIES_MS for n in sizes]:
+    for latency, n, concurrency in configurations(sizes, only):
+        if concurrency != PLAIN_CONCURRENCY:
+            continue
         for client in PLAIN_CLIENTS:
             rows.append(measure_client(client, "plain", urls[latency], latency, n, PLAIN_CONCURRENCY, ids_file, home))
     return rows
@@ -166,10 +180,15 @@ def measure_client(
 
 
 def measure_flows(
-    urls: dict[float, str], ids_file: Path, home: Path, sizes: tuple[int, ...], deadline: float
+    urls: dict[float, str],
+    ids_file: Path,
+    home: Path,
+    sizes: tuple[int, ...],
+    deadline: float,
+    only: set[Config] | None = None,
 ) -> list[dict[str, Any]]:
     """(d) the audit flow on a running Prefect server: targeted configurations first, then others in time."""
-    everything = [(lat, n, c) for lat in LATENCIES_MS for n in sizes for c in CONCURRENCIES]
+    everything = configurations(sizes, only)
     targeted = [combo for combo in TARGETED_FLOWS if combo in everything]
     order = targeted + sorted((combo for combo in everything if combo not in targeted), key=lambda x: (x[1], -x[2]))
     rows: list[dict[str, Any]] = []
@@ -265,6 +284,12 @@ def main() -> None:
     parser.add_argument("--budget-min", type=float, default=25, help="skip untargeted flow runs past this")
     parser.add_argument("--quick", action="store_true", help="N = 100 and 1,000 only (a smoke run)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the reports from results/latest.json")
+    parser.add_argument(
+        "--targets-only",
+        action="store_true",
+        help="only the configurations the targets are about (clients at N = 1,000, c64; the audit at 1,000 and "
+        "10,000), none of the side measurements: about 6 minutes",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if args.report_only:
@@ -274,6 +299,7 @@ def main() -> None:
     started = time.monotonic()
     deadline = started + args.budget_min * 60 - 90  # the start-up measurement and reports come last
     sizes = SIZES[:2] if args.quick else SIZES
+    only = {*TARGETED_CLIENTS, *TARGETED_FLOWS} if args.targets_only else None
     data: dict[str, Any] = {"machine": machine_info(), "code": code_version(), "rows": [], "startup": {}}
     from parallel_tasks.emulator import generate_runs
 
@@ -290,15 +316,16 @@ def main() -> None:
             process, plain_urls[latency] = start_plain_server(max(sizes), latency_ms=latency)
             servers.append(process)
             log(f"plain server {latency:.0f} ms at {plain_urls[latency]} (pid {process.pid})")
-        data["rows"] += measure_clients(urls, ids_file, home, sizes)
-        data["rows"] += measure_plain(plain_urls, ids_file, home, sizes)
+        data["rows"] += measure_clients(urls, ids_file, home, sizes, only)
+        data["rows"] += measure_plain(plain_urls, ids_file, home, sizes, only)
         try:
-            data["rows"] += measure_flows(urls, ids_file, home, sizes, deadline)
-            with prefect_server(home) as api_url:  # the audit with OpenLineage on versus off, side by side
-                data["openlineage"] = openlineage_overhead.measure(
-                    urls[0.0], ids_file, home, api_url, max(sizes), max(CONCURRENCIES), repeats=1
-                )
-            openlineage_overhead.write(data["openlineage"])
+            data["rows"] += measure_flows(urls, ids_file, home, sizes, deadline, only)
+            if not args.targets_only:
+                with prefect_server(home) as api_url:  # the audit with OpenLineage on versus off, side by side
+                    data["openlineage"] = openlineage_overhead.measure(
+                        urls[0.0], ids_file, home, api_url, max(sizes), max(CONCURRENCIES), repeats=1
+                    )
+                openlineage_overhead.write(data["openlineage"])
         except (OSError, RuntimeError, TimeoutError) as exc:  # the server never came up: error cells
             log(f"Prefect server failed: {exc}")
             for latency, n, concurrency in TARGETED_FLOWS:
@@ -309,13 +336,14 @@ def main() -> None:
         for process in servers:
             stop_process(process)
         ids_file.unlink(missing_ok=True)
-    log("webhook receiver: benchmarks/webhooks.py (its own report, results/webhooks.md)")
-    subprocess.run([sys.executable, "webhooks.py"], cwd=BENCH, timeout=FLOW_TIMEOUT_S * 2, check=False)
     try:
-        log("ephemeral server start-up")
-        data["startup"] = measure_startup(home)
-        log("verify over 100,000 records on local disk")
-        data["verify"] = run_worker([sys.executable, "verify.py"], clean_env(home), VERIFY_TIMEOUT_S)
+        if not args.targets_only:
+            log("webhook receiver: benchmarks/webhooks.py (its own report, results/webhooks.md)")
+            subprocess.run([sys.executable, "webhooks.py"], cwd=BENCH, timeout=FLOW_TIMEOUT_S * 2, check=False)
+            log("ephemeral server start-up")
+            data["startup"] = measure_startup(home)
+            log("verify over 100,000 records on local disk")
+            data["verify"] = run_worker([sys.executable, "verify.py"], clean_env(home), VERIFY_TIMEOUT_S)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     data["total_s"] = time.monotonic() - started
