@@ -39,8 +39,9 @@ __all__ = [
 ]
 
 DEFAULT_DEPLOYMENT = "fetch-run-input/on-completion"
-LOOKBACK = timedelta(hours=6)
-"""How far back each pass looks: events older than this are left alone (a longer outage: ``--lookback``)."""
+LOOKBACK = timedelta(hours=1)
+"""How far back each pass looks: well past :data:`RECONCILE_AFTER`, and no further, as each pass reads it all.
+(While the receiver is down no event is made at all: Parallel keeps retrying its deliveries.)"""
 RECONCILE_AFTER = timedelta(minutes=15)
 """How long an event may have neither a flow run nor an automation outcome before it is deemed lost. A failed
 action is acted on at once; an action still queued or retrying (minutes under load) is given this long."""
