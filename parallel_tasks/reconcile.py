@@ -4,11 +4,14 @@ The receiver's events reach the Prefect server (it acknowledges a delivery only 
 run Prefect promises no more than one attempt: the ``run-deployment`` action of a deployment trigger that gets an
 error from the API (on SQLite under load: ``database is locked``, answered 503 after the client's retries) emits
 ``prefect.automation.action.failed`` and is never retried, and an event or action still in the server's
-in-memory queues is gone when the server restarts. This closes that gap from outside: it reads the
-``parallel.task-run.completed``/``.failed`` events of a recent window and starts the deployment for each one
-that has no flow run for its run id since it occurred, once the automation has failed on it, or once it is older
-than :data:`RECONCILE_AFTER` with no outcome at all. The flow run's idempotency key is the event's id, so two
-reconcilers (or two passes) racing on one event still make a single flow run.
+in-memory queues is gone when the server restarts. Likewise a worker whose submission of the flow run gets
+that 503 marks the run Crashed before it ever ran, and nothing runs it again. This closes those gaps from
+outside: it reads the ``parallel.task-run.completed``/``.failed`` events of a recent window and starts the
+deployment for each one that has no flow run for its run id since it occurred, once the automation has failed on
+it, or once it is older than :data:`RECONCILE_AFTER` with no outcome at all; and when the event's only flow runs
+crashed without ever running, it schedules the latest again, as ``prefect flow-run retry`` does. The flow run's
+idempotency key is the event's id, so two reconcilers (or two passes) racing on one event still make a single
+flow run.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ async def _events(client: PrefectClient, wanted: EventFilter) -> list[ReceivedEv
     return events
 
 
-async def _flow_run_times(client: PrefectClient, deployment_id: object, since: datetime) -> dict[str, list[datetime]]:
-    """When each run id got a flow run of the deployment (created since ``since``), by run id."""
+async def _flow_runs(client: PrefectClient, deployment_id: object, since: datetime) -> dict[str, list[FlowRun]]:
+    """The deployment's flow runs expected to start since ``since``, by run id."""
     from prefect.client.schemas.filters import (
         DeploymentFilter,
         DeploymentFilterId,
@@ -81,7 +84,7 @@ async def _flow_run_times(client: PrefectClient, deployment_id: object, since: d
 
     only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
     recent = FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since))
-    created: dict[str, list[datetime]] = defaultdict(list)
+    by_run_id: dict[str, list[FlowRun]] = defaultdict(list)
     offset = 0
     while True:
         runs = await client.read_flow_runs(
@@ -89,10 +92,10 @@ async def _flow_run_times(client: PrefectClient, deployment_id: object, since: d
         )
         for run in runs:
             run_id = (run.parameters or {}).get("run_id")
-            if isinstance(run_id, str) and run.created:
-                created[run_id].append(run.created)
+            if isinstance(run_id, str):
+                by_run_id[run_id].append(run)
         if len(runs) < _PAGE:
-            return created
+            return by_run_id
         offset += _PAGE
 
 
@@ -128,7 +131,9 @@ async def reconcile_once(
 
     An event is lost when no flow run of the deployment has its run id since it occurred, its automation did not
     report the flow run started, and either the automation reported failing or ``reconcile_after`` has passed.
-    Returns the flow runs started (an event already reconciled by another pass gets its existing flow run back).
+    An event whose flow runs all crashed before they ran gets the latest scheduled again.
+    Returns the flow runs started or scheduled again (an event already reconciled by another pass gets its
+    existing flow run back).
     """
     from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 
@@ -139,16 +144,21 @@ async def reconcile_once(
     events = await _events(client, wanted)
     if not events:
         return []
-    audited = await _flow_run_times(client, target.id, since - CLOCK_SKEW)
-    unaudited = [
-        event
-        for event in events
-        if not any(created >= event.occurred - CLOCK_SKEW for created in audited.get(_run_id(event) or "", []))
-    ]
+    flow_runs = await _flow_runs(client, target.id, since - CLOCK_SKEW)
+    unaudited, crashed = [], {}
+    for event in events:
+        runs = [
+            r for r in flow_runs.get(_run_id(event) or "", []) if r.created and r.created >= event.occurred - CLOCK_SKEW
+        ]
+        if not runs:
+            unaudited.append(event)
+        elif all(_never_ran(r) for r in runs):
+            latest = max(runs, key=lambda r: r.created or now)
+            crashed[latest.id] = latest
+    started = [await _run_again(client, flow_run) for flow_run in crashed.values()]
     if not unaudited:
-        return []
+        return started
     outcomes = await _outcomes(client, unaudited, since)
-    started = []
     for event in unaudited:
         outcome = outcomes.get(f"prefect.event.{event.id}", set())
         run_id = _run_id(event)
@@ -168,6 +178,23 @@ async def reconcile_once(
         )
         started.append(flow_run)
     return started
+
+
+def _never_ran(flow_run: FlowRun) -> bool:
+    """Crashed before its flow started (a failed submission): running it again cannot repeat anything."""
+    from prefect.client.schemas.objects import StateType
+
+    return flow_run.state_type == StateType.CRASHED and flow_run.run_count == 0
+
+
+async def _run_again(client: PrefectClient, flow_run: FlowRun) -> FlowRun:
+    """Schedule a crashed flow run again, for its work pool's workers to pick up."""
+    from prefect.states import Scheduled
+
+    await client.set_flow_run_state(flow_run.id, Scheduled(message="Rescheduled: it crashed before it ran"), force=True)
+    run_id = flow_run.parameters.get("run_id")
+    get_logger().warning("parallel.webhook.rescheduled", run_id=run_id, flow_run_id=str(flow_run.id))
+    return flow_run
 
 
 def _run_id(event: ReceivedEvent) -> str | None:

@@ -127,3 +127,19 @@ async def test_an_event_the_automation_audited_is_left_alone(client: PrefectClie
 
     assert await flow_runs(client, deployment, executed.resource["parallel.task-run.id"]) == []
     assert len(await flow_runs(client, deployment, audited.resource["parallel.task-run.id"])) == 1
+
+
+async def test_a_flow_run_that_crashed_before_it_ran_is_scheduled_again(client: PrefectClient, deployment: str) -> None:
+    from prefect.states import Crashed
+
+    submitted = completed(new_run_id())
+    await emit(client, submitted)
+    target = await client.read_deployment_by_name(deployment)
+    run_id = submitted.resource["parallel.task-run.id"]
+    flow_run = await client.create_flow_run_from_deployment(target.id, parameters={"run_id": run_id})
+    await client.set_flow_run_state(flow_run.id, Crashed(message="Failed to submit flow run: 503"), force=True)
+
+    await reconcile_once(client, deployment, reconcile_after=timedelta(0))
+
+    (again,) = await flow_runs(client, deployment, run_id)
+    assert again.id == flow_run.id and again.state and again.state.is_scheduled()
