@@ -427,6 +427,7 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"webhooks serve: {error}", file=sys.stderr)
         return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request to the Prefect API
     app = create_webhook_app(secrets, path=args.path, reconcile_every=args.reconcile_every, deployment=args.deployment)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=False, server_header=False)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
