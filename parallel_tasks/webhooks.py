@@ -25,7 +25,7 @@ import sys
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +38,7 @@ from parallel_tasks.client import validate_run_id
 from parallel_tasks.credentials import _reveal, resolve_webhook_secrets, webhook_key
 from parallel_tasks.errors import InvalidRunIdError, MissingCredentialsError
 from parallel_tasks.publishing import post_events
+from parallel_tasks.reconcile import DEFAULT_DEPLOYMENT, reconcile_forever
 from parallel_tasks.redaction import Redactor
 
 if TYPE_CHECKING:
@@ -278,6 +279,8 @@ def create_webhook_app(
     path: str = DEFAULT_PATH,
     max_body_bytes: int = MAX_BODY_BYTES,
     recent: RecentIds | None = None,
+    reconcile_every: float | None = None,
+    deployment: str = DEFAULT_DEPLOYMENT,
 ) -> Starlette:
     """The receiver as a Starlette app: ``POST {path}`` takes deliveries, ``GET /healthz`` answers ``ok``.
 
@@ -287,6 +290,9 @@ def create_webhook_app(
         path: The route Parallel posts to.
         max_body_bytes: Larger bodies are refused with 413 before they are read in full.
         recent: The duplicate window (a fresh one of 100,000 ids by default).
+        reconcile_every: Seconds between passes of :func:`parallel_tasks.reconcile.reconcile_once` for
+            ``deployment`` while the app runs (``None``: no reconciliation).
+        deployment: The deployment the events' trigger runs (``flow/deployment``).
 
     Answers: 204 for an accepted, repeated or ignored delivery; 401, 400 or 413 with an empty body for a
     refused one; 503 when the event could not be sent (the sender retries, and the retry is not a duplicate).
@@ -340,18 +346,34 @@ def create_webhook_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if emit:
-            yield
-            return
-        async with _prefect_sink() as prefect_emit:
-            emit.append(prefect_emit)
-            try:
+        async with _reconciling(reconcile_every, deployment):
+            if emit:
                 yield
-            finally:
-                emit.clear()
+                return
+            async with _prefect_sink() as prefect_emit:
+                emit.append(prefect_emit)
+                try:
+                    yield
+                finally:
+                    emit.clear()
 
     routes = [Route(path, receive, methods=["POST"]), Route("/healthz", health, methods=["GET"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+@asynccontextmanager
+async def _reconciling(every_s: float | None, deployment: str) -> AsyncIterator[None]:
+    """Reconcile in the background while the app runs (see :mod:`parallel_tasks.reconcile`)."""
+    if not every_s:
+        yield
+        return
+    task = asyncio.create_task(reconcile_forever(every_s, deployment))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 # -- the command ---------------------------------------------------------------------------------------------
@@ -370,6 +392,19 @@ def add_commands(commands: Any) -> None:
         metavar="NAME",
         help="a ParallelCredentials block with a webhook_secret, or a Secret block holding the secret "
         "(default: the PARALLEL_WEBHOOK_SECRET environment variable)",
+    )
+    serve.add_argument(
+        "--deployment",
+        default=DEFAULT_DEPLOYMENT,
+        help=f"the deployment the events' trigger runs, for the reconciliation (default {DEFAULT_DEPLOYMENT})",
+    )
+    serve.add_argument(
+        "--reconcile-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="look for completed runs whose trigger started no flow run, and start it, this often "
+        "(default 60; 0: never)",
     )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(handler=serve_command)
@@ -392,7 +427,8 @@ def serve_command(args: argparse.Namespace) -> int:
         print(f"webhooks serve: {error}", file=sys.stderr)
         return 1
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    app = create_webhook_app(secrets, path=args.path)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request to the Prefect API
+    app = create_webhook_app(secrets, path=args.path, reconcile_every=args.reconcile_every, deployment=args.deployment)
     config = uvicorn.Config(app, log_level=args.log_level, access_log=False, server_header=False)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

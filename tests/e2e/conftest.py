@@ -127,6 +127,8 @@ def prefect_env(home: Path, api_url: str) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_UI_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+        # Log the SQLite lock errors the server answers 503 (a lost trigger's cause is then in server.log).
+        PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",
         # The scheduler: look every few seconds, and only a couple of runs ahead (the default is an hour's worth).
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="5",
         PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS="1",

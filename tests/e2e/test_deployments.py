@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, DeploymentFilter, DeploymentFilterId
@@ -282,6 +283,14 @@ def test_serve_registers_both_deployments_and_runs_a_flow_run(
                 time.sleep(1)
         nightly = client.read_deployment_by_name("audit-run-inputs/nightly-serve")
         assert nightly.schedules[0].schedule.model_dump()["cron"] == "0 2 * * *"
+        on_completion = client.read_deployment_by_name("fetch-run-input/on-completion-serve")
+        try:  # the trigger prefect.yaml declares, under the served deployment's name
+            specs = yaml.safe_load((REPO / setup.PREFECT_FILE).read_text())["deployments"]
+            (yaml_trigger,) = next(d for d in specs if d["name"] == "on-completion")["triggers"]
+            wanted = {**yaml_trigger, "name": "fetch-run-input/on-completion-serve"}
+            assert setup._current_triggers(client, on_completion.id) == setup._wanted_triggers("", [wanted])
+        finally:  # or the deployments' tests that follow would see each event start a served run too
+            client.delete_resource_owned_automations(f"prefect.deployment.{on_completion.id}")
         flow_run = client.create_flow_run_from_deployment(fetch.id, parameters={"run_id": SERVED_RUN_ID})
         while True:
             state = client.read_flow_run(flow_run.id).state

@@ -106,13 +106,14 @@ def test_completed_runs_are_recorded_once_each_and_forgeries_are_refused(
             deployment = client.read_deployment_by_name(ON_COMPLETION)
             only_it = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
             deadline = time.monotonic() + 720
-            while True:
+            while True:  # a run that crashed before it ran is final, until the receiver schedules it again
                 flow_runs = client.read_flow_runs(deployment_filter=only_it)
-                final = [r for r in flow_runs if r.state and r.state.is_final()]
-                if len(final) >= RUNS:
+                done = [r for r in flow_runs if r.state and r.state.type == StateType.COMPLETED]
+                if len(done) >= RUNS:
                     break
                 assert time.monotonic() < deadline, (
-                    f"{len(final)} of {len(flow_runs)} flow runs final after 720 s:\n{worker_log.read_text()[-4000:]}"
+                    f"{len(done)} of {len(flow_runs)} flow runs completed after 720 s "
+                    f"({sorted(str(r.state_name) for r in flow_runs)}):\n{worker_log.read_text()[-4000:]}"
                 )
                 time.sleep(2)
     finally:
