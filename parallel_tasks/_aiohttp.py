@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+import yarl
 
 from parallel_tasks.errors import APITimeoutError
 from parallel_tasks.settings import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
@@ -56,7 +57,9 @@ class AiohttpExchange:
         self._connect = timeout.connect or DEFAULT_CONNECT_TIMEOUT
         self._read = timeout.read or DEFAULT_READ_TIMEOUT
 
-    async def get(self, url: str, run_id: str, started: float, checks: BodyChecks) -> tuple[int, Headers, bytes]:
+    async def get(
+        self, url: str | yarl.URL, run_id: str, started: float, checks: BodyChecks
+    ) -> tuple[int, Headers, bytes]:
         """One GET: the status, the headers and the whole body (checked chunk by chunk)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(

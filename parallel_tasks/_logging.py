@@ -8,6 +8,7 @@ Prefect is looked up only if it is already imported, so the HTTP client stays in
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -47,10 +48,13 @@ def _destination() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
 
 def debug_enabled() -> bool:
     """A cheap check, for hot paths, that a debug event could be logged anywhere it may go."""
-    return any(logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in _DESTINATION_NAMES)
+    return any(logger.isEnabledFor(logging.DEBUG) for logger in _destinations())
 
 
-_DESTINATION_NAMES = (LOGGER_NAME, "prefect.flow_runs", "prefect.task_runs")
+@functools.cache
+def _destinations() -> tuple[logging.Logger, ...]:
+    """The loggers events may go to (a logger is one object for the life of the process)."""
+    return tuple(logging.getLogger(name) for name in (LOGGER_NAME, "prefect.flow_runs", "prefect.task_runs"))
 
 
 class _RunAwareLogger:

@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 import httpx
+import yarl
 
 from parallel_tasks._aiohttp import AiohttpExchange
 from parallel_tasks._batch import BatchFetching
@@ -407,7 +408,8 @@ class AsyncParallelClient(BatchFetching, _ClientCore[httpx.AsyncClient, httpx.As
     async def _attempt(self, run_id: str, started: float) -> TaskRunInput:
         try:
             if self._http is None and self._transport is None:
-                url = f"{self._base_url}{encoded_path(run_id)}"
+                # Already encoded (the base URL by httpx, the path here): aiohttp need not parse it again.
+                url = yarl.URL(f"{self._base_url}{encoded_path(run_id)}", encoded=True)
                 status, headers, body = await self._aiohttp.get(url, run_id, started, self)
             else:
                 status, headers, body = await self._exchange_httpx(run_id, started)
