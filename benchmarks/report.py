@@ -245,6 +245,13 @@ def verify_lines(result: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def run_kind(data: dict[str, Any]) -> str:
+    """Which run this was: the whole bench, or only what the targets are about."""
+    if data.get("targets_only"):
+        return "`make bench BENCH_ARGS=--targets-only` run (the targeted configurations only)"
+    return "`make bench` run"
+
+
 def markdown(data: dict[str, Any]) -> str:
     """The whole ``latest.md``."""
     machine = data["machine"]
@@ -253,7 +260,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# Benchmarks: the latest run",
         "",
-        "`make bench` (`benchmarks/run.py`). Run ids are fetched from the emulator over real HTTP on 127.0.0.1, "
+        f"The latest {run_kind(data)} (`benchmarks/run.py`). Run ids are fetched from the emulator over real HTTP "
+        "on 127.0.0.1, "
         "served by its own process (httptools + uvloop), with 0 ms and 50 ms added latency per request. "
         "(a) and (c) at c64 are also measured on a second server that is not the project's "
         "(`plain_server.py`: one Starlette route on `uvicorn.run` with its defaults, pre-serialized bodies), "
@@ -368,7 +376,7 @@ def readme_section(data: dict[str, Any]) -> str:
     return "\n".join(
         [
             README_START,
-            f"Latest `make bench` run, {machine['date']}: {machine['cpu']}, {machine['cores']} cores, {machine['ram']} "
+            f"Latest {run_kind(data)}, {machine['date']}: {machine['cpu']}, {machine['cores']} cores, {machine['ram']} "
             f"RAM, {machine['python']}; code {data.get('code', 'unknown')}; load average at start "
             f"{machine['load_at_start']} (a shared machine: every figure is compared with (a) measured in the same "
             "run).",

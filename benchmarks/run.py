@@ -301,6 +301,7 @@ def main() -> None:
     sizes = SIZES[:2] if args.quick else SIZES
     only = {*TARGETED_CLIENTS, *TARGETED_FLOWS} if args.targets_only else None
     data: dict[str, Any] = {"machine": machine_info(), "code": code_version(), "rows": [], "startup": {}}
+    data["targets_only"] = args.targets_only
     from parallel_tasks.emulator import generate_runs
 
     ids_file = write_ids(list(generate_runs(max(sizes), SEED)))
