@@ -182,7 +182,18 @@ def _trigger_key(automation: Any) -> dict[str, Any]:
     )
     for action in key["actions"]:
         action.pop("deployment_id", None)
+    _sort_sets(key["trigger"])
     return key
+
+
+def _sort_sets(trigger: dict[str, Any]) -> None:
+    """Sort a trigger's set-valued fields in place (nested triggers too): the server keeps ``expect``, ``after`` and
+    ``for_each`` as sets, so the order it returns them in changes from one server process to the next."""
+    for field in ("expect", "after", "for_each"):
+        if isinstance(trigger.get(field), list):
+            trigger[field] = sorted(trigger[field])
+    for nested in trigger.get("triggers") or []:
+        _sort_sets(nested)
 
 
 def _wanted_triggers(deployment_name: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
