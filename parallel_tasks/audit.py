@@ -53,6 +53,9 @@ __all__ = [
 ]
 
 PARALLEL_BATCHES = 4
+BATCHES_PER_SLOT = 3
+"""By default the runs are cut into ``PARALLEL_BATCHES * BATCHES_PER_SLOT`` batches: a whole number of batches per
+slot, so the last ones do not run alone on a fraction of the concurrency while the other slots sit idle."""
 CHUNK_POLL_SECONDS = 2.0
 
 
@@ -171,7 +174,7 @@ def audit_in_batches(
     With Prefect's default thread-pool runner the batches share one event loop: threads each running
     a loop would only fight over the GIL. Any other runner (Dask, say) gets them through ``submit``.
     """
-    size = batch_size or max(50, math.ceil(len(run_ids) / 10))
+    size = batch_size or max(50, math.ceil(len(run_ids) / (PARALLEL_BATCHES * BATCHES_PER_SLOT)))
     batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
     width = min(PARALLEL_BATCHES, len(batches), options.concurrency)
     options = BatchOptions(max(1, options.concurrency // width), options.storage, options.artifacts)

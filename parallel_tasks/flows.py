@@ -118,7 +118,8 @@ def audit_run_inputs(
         credentials_block: Name of a ParallelCredentials or Secret block; ``None`` reads ``PARALLEL_API_KEY``.
         max_concurrency: Requests in flight at once, over all batches (or mapped tasks), at most 1,000;
             with ``chunk_size``, in each chunk's flow run.
-        batch_size: Runs per batch task; by default about a tenth of the runs (at least 50).
+        batch_size: Runs per batch task; by default a twelfth of the runs (at least 50): three batches for
+            each of the four run at once.
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown artifact (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).

@@ -47,6 +47,10 @@ __all__ = [
 RECORD_PREFIX = "parallel-run-inputs"
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""One encoder for every record (``json.dumps`` with options builds a new one per call)."""
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no insignificant whitespace, UTF-8: the same data always gives the same bytes.
 
@@ -54,7 +58,7 @@ def canonical_json(value: Any) -> bytes:
         ValueError: The data holds NaN or an infinite number (1e400 parses as one), which JSON cannot write.
     """
     try:
-        return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+        return _CANONICAL.encode(value).encode()
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise
