@@ -83,6 +83,9 @@ def main() -> None:
     from parallel_tasks.models import AuditSummary
 
     ids = read_ids(args.ids_file, args.n)
+    # From a file, as the deployments give them: 100,000 ids as a parameter are more than the API takes.
+    ids_file = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"]).with_suffix(".ids")
+    ids_file.write_text("\n".join(ids) + "\n")
     ParallelCredentials(api_key=API_KEY, base_url=args.base_url).save(args.block, overwrite=True)
     latencies: list[float] = []
     record_fetch_latencies(latencies)
@@ -90,7 +93,7 @@ def main() -> None:
     since = datetime.now(timezone.utc).isoformat()
     started_at, started, cpu = time.time(), time.perf_counter(), process_cpu_s()
     state = audit_run_inputs(
-        run_ids=ids, credentials_block=args.block, max_concurrency=args.concurrency, return_state=True
+        run_ids_file=str(ids_file), credentials_block=args.block, max_concurrency=args.concurrency, return_state=True
     )
     elapsed, cpu = time.perf_counter() - started, process_cpu_s() - cpu
 
