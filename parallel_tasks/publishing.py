@@ -16,7 +16,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -46,6 +46,7 @@ __all__ = [
     "artifact_key",
     "artifact_link",
     "asset_key",
+    "count_stored_events",
     "event_payload",
     "post_events",
     "publish_audit",
@@ -58,6 +59,10 @@ __all__ = [
 MATERIALIZED_EVENT = "prefect.asset.materialization.succeeded"
 NOT_FETCHED_EVENT = "parallel.task-run.input.failed"
 EVENTS_PER_REQUEST = 200
+UNCONFIRMED_REQUESTS = 5
+"""Requests whose events an :class:`EventBatcher` may have sent before it sees the first of them stored."""
+CONFIRM_TIMEOUT_S = 120.0
+CONFIRM_POLL_S = 0.25
 SUMMARY_ARTIFACT_KEY = "parallel-run-input-audit"
 AUDIT_REPORT_KEY = "parallel-run-input-audit-report"
 
@@ -147,17 +152,23 @@ def run_event(record: RunInputRecord) -> dict[str, Any]:
 
 class EventBatcher:
     """Sends events to Prefect's events API (``POST /events``), :data:`EVENTS_PER_REQUEST` a request, one request
-    in flight while the audit goes on.
+    in flight while the audit goes on, and never more than :data:`UNCONFIRMED_REQUESTS` requests ahead of what the
+    server has stored.
 
     Prefect's own events client sends one websocket message per event; a request per batch costs the flow about a
-    tenth of the CPU per event (the server's share is the same either way), and the server's answer says it has
-    taken them. A batch the server refuses (after the Prefect client's own bounded retries) is logged with how
-    many events it held; the records themselves are already stored.
+    tenth of the CPU per event (the server's share is the same either way). The server answers as soon as it has
+    queued the events; a Prefect server without a message broker (its in-memory one) drops events once 10,000 wait
+    for its slowest consumer, so an audit faster than the server's database would lose them silently. Hence the
+    pacing: before sending more, the batcher waits until the events of its oldest unconfirmed request are stored
+    (at most :data:`CONFIRM_TIMEOUT_S`), and on leaving until all of them are. Events refused by the server (after
+    the Prefect client's own bounded retries) or never stored are logged with their count (``lost``); the records
+    themselves are already stored.
     """
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
         self._logger = logger or logging.getLogger(__name__)
         self._pending: list[dict[str, Any]] = []
+        self._unconfirmed: list[list[dict[str, Any]]] = []
         self._in_flight: asyncio.Future[None] | None = None
         self._client: PrefectClient | None = None
         self.sent = self.lost = 0
@@ -175,6 +186,8 @@ class EventBatcher:
         try:
             await self._send_pending()
             await self._wait_in_flight()
+            while self._unconfirmed:
+                await self._confirm(self._unconfirmed.pop(0))
         finally:
             if self._client is not None:
                 await self._client.__aexit__(kind, error, trace)
@@ -200,11 +213,52 @@ class EventBatcher:
         assert self._client is not None, "use EventBatcher as an async context manager"
         try:
             await post_events(self._client, events)
-            self.sent += len(events)
         except Exception as error:  # the records are stored; only their events are missing
-            self.lost += len(events)
-            reason = redact_text(f"{type(error).__name__}: {error}", ())
-            self._logger.warning("%d events could not be sent to Prefect: %s", len(events), reason)
+            self._lose(len(events), f"{type(error).__name__}: {error}")
+            return
+        self.sent += len(events)
+        self._unconfirmed.append(events)
+        if len(self._unconfirmed) > UNCONFIRMED_REQUESTS:
+            await self._confirm(self._unconfirmed.pop(0))
+
+    async def _confirm(self, events: list[dict[str, Any]]) -> None:
+        """Wait until the server has stored these events; count the ones it has not after the timeout as lost."""
+        assert self._client is not None
+        deadline = asyncio.get_running_loop().time() + CONFIRM_TIMEOUT_S
+        stored = 0
+        try:
+            while True:
+                stored = await count_stored_events(self._client, events)
+                if stored >= len(events) or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(CONFIRM_POLL_S)
+        except Exception as error:  # cannot tell: not counted as lost, but said
+            self._logger.warning("Could not check that %d events were stored: %s", len(events), _reason(error))
+            return
+        if stored < len(events):
+            self._lose(len(events) - stored, f"not stored by the Prefect server within {CONFIRM_TIMEOUT_S:g} s")
+
+    def _lose(self, count: int, reason: str) -> None:
+        self.lost += count
+        self._logger.warning("%d events did not reach Prefect: %s", count, redact_text(reason, ()))
+
+
+def _reason(error: BaseException) -> str:
+    return redact_text(f"{type(error).__name__}: {error}", ())
+
+
+async def count_stored_events(client: PrefectClient, events: list[dict[str, Any]]) -> int:
+    """How many of these events the Prefect server has stored (found by their ids)."""
+    occurred = sorted(event["occurred"] for event in events)
+    since = datetime.fromisoformat(occurred[0]) - timedelta(minutes=5)
+    until = datetime.fromisoformat(occurred[-1]) + timedelta(days=1)  # the server's clock may be behind ours
+    wanted = {
+        "id": {"id": [event["id"] for event in events]},
+        "occurred": {"since": since.isoformat(), "until": until.isoformat()},
+    }
+    response = await client.request("POST", "/events/filter", json={"filter": wanted, "limit": 1})
+    response.raise_for_status()
+    return int(response.json()["total"])
 
 
 async def post_events(client: PrefectClient, events: list[dict[str, Any]]) -> None:
