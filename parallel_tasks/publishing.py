@@ -214,7 +214,7 @@ class EventBatcher:
         try:
             await post_events(self._client, events)
         except Exception as error:  # the records are stored; only their events are missing
-            self._lose(len(events), f"{type(error).__name__}: {error}")
+            self._lose(len(events), _reason(error))
             return
         self.sent += len(events)
         self._unconfirmed.append(events)
@@ -240,10 +240,11 @@ class EventBatcher:
 
     def _lose(self, count: int, reason: str) -> None:
         self.lost += count
-        self._logger.warning("%d events did not reach Prefect: %s", count, redact_text(reason, ()))
+        self._logger.warning("%d events did not reach Prefect: %s", count, reason)
 
 
 def _reason(error: BaseException) -> str:
+    """An error as a log line may show it (credentials in URLs and ``key=value`` pairs masked)."""
     return redact_text(f"{type(error).__name__}: {error}", ())
 
 
