@@ -59,8 +59,10 @@ def text_length(value: Any) -> int:
 
 
 def preview(value: Any, limit: int = PREVIEW_MAX) -> str:
-    """A value as at most ``limit`` characters: strings as they are, anything else as JSON."""
-    return _shorten(value if isinstance(value, str) else _json_text(value), limit)
+    """A value as at most ``limit`` characters: strings as they are, anything else as JSON; a lone surrogate
+    (which ``json.loads`` accepts from a ``\\ud800`` escape, and which no UTF-8 sink takes) as its escape."""
+    text = value if isinstance(value, str) else _json_text(value)
+    return _shorten(text.encode("utf-8", "backslashreplace").decode("utf-8"), limit)
 
 
 def _json_type(value: Any) -> str:

@@ -269,6 +269,13 @@ def test_previews_are_shortened_to_80_characters() -> None:
     }
 
 
+def test_a_lone_surrogate_is_previewed_as_its_escape() -> None:
+    body = json.loads('{"processor": "\\ud800x", "input": "q"}')  # json.loads takes the escape; UTF-8 does not
+    (violation,) = check_task_run_input(body).violations
+    assert (violation.rule, violation.preview) == ("processor.unknown", "\\ud800x")
+    violation.model_dump_json()
+
+
 def test_key_too_long_previews_the_key() -> None:
     (violation,) = check_task_run_input(body_with((("metadata", "customer_reference"), "x"))).violations
     assert violation.preview == "customer_reference"
