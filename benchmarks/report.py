@@ -13,7 +13,7 @@ from typing import Any
 
 from openlineage_overhead import markdown as openlineage_markdown
 
-CLIENT_ORDER = ("aiohttp", "httpx", "sdk-sequential", "sdk-async", "ours", "ours-httpx", "flow")
+CLIENT_ORDER = ("aiohttp", "httpx", "sdk-sequential", "sdk-async", "ours", "ours-httpx", "flow", "events")
 LABELS = {
     "aiohttp": "(a) aiohttp ClientSession, gather",
     "httpx": "(b) httpx AsyncClient, default transport",
@@ -22,6 +22,7 @@ LABELS = {
     "ours": "(c) our batch API, default transport",
     "ours-httpx": "(c) our batch API, `httpx.AsyncHTTPTransport()`",
     "flow": "(d) audit flow on a Prefect server",
+    "events": "(d) the audit's events alone, same server: the ceiling of (d)",
 }
 SHORT = {
     "httpx": "httpx",
@@ -30,6 +31,7 @@ SHORT = {
     "ours": "ours (default)",
     "ours-httpx": "ours (httpx transport)",
     "flow": "audit flow",
+    "events": "its events alone",
 }
 SERVERS = ("emulator", "plain")  # the project's emulator; a plain Starlette/uvicorn server (plain_server.py)
 PACKAGES = ("prefect-parallel-tasks", "prefect", "httpx", "httpx-aiohttp", "aiohttp", "parallel-web", "uvloop")
@@ -204,6 +206,21 @@ def zero_ms_range(rows: list[dict[str, Any]], server: str = "emulator") -> str:
     return ", ".join(ratios) or "—"
 
 
+def ceiling_line(rows: list[dict[str, Any]]) -> str:
+    """(d) against its own ceiling: the Prefect server storing the audit's events with nothing else running."""
+    ceiling = next((r for r in rows if r["client"] == "events" and "rps" in r), None)
+    flow = find(rows, "flow", key(ceiling)) if ceiling else None
+    aiohttp = find(rows, "aiohttp", key(ceiling)) if ceiling else None
+    if not (ceiling and flow and aiohttp):
+        return "The ceiling of (d), its events alone on the same server, was not measured in this run."
+    return (
+        f"The ceiling of (d) at N={key(ceiling)[1]:,}: the same Prefect server stored the audit's events alone, "
+        f"through the audit's own batcher, at {ceiling['rps']:,.0f}/s ({ceiling['rps'] / aiohttp['rps']:.2f}x (a)); "
+        f"the audit ran at {flow['rps'] / ceiling['rps']:.2f}x of that. The audit ends when the server has stored "
+        "every run's event, so it cannot be faster than its server stores them."
+    )
+
+
 def skipped_line(rows: list[dict[str, Any]]) -> str:
     """Which measurements the time budget skipped, in one line."""
     skipped = [f"{key(r)[0]:.0f} ms N={key(r)[1]:,} c{key(r)[2]}" for r in rows if "skipped" in r]
@@ -281,6 +298,8 @@ def markdown(data: dict[str, Any]) -> str:
         f"For the record, (c)/(a) at every 0 ms configuration: {zero_ms_range(data['rows'])} on the emulator; "
         f"{zero_ms_range(data['rows'], 'plain')} on the plain server.",
         "",
+        ceiling_line(data["rows"]),
+        "",
         "## Results",
         "",
         "Every client runs in its own process: peak RSS is that process's (`ru_maxrss`, the flow's children "
@@ -309,7 +328,11 @@ def markdown(data: dict[str, Any]) -> str:
         "started beforehand (temporary `PREFECT_HOME`), each run fetched, validated and recorded to fresh local "
         "storage, per-run artifacts off; the worker then checks every run's `latest.json`. The rate is N over "
         "the flow call's wall clock (flow run creation, task runs, asset materializations, summary artifact and "
-        "exit included). Its p50/p95 are of the fetches inside (the worker wraps `AsyncParallelClient.fetch`).",
+        "exit included; the audit ends once the server has stored every run's event). Its p50/p95 are of the "
+        "fetches inside (the worker wraps `AsyncParallelClient.fetch`).",
+        "- (d)'s ceiling (`events_worker.py`), on the same server right after it: one event of the audit's shape "
+        "per run id, through the audit's `EventBatcher`, timed until the server has stored them all; nothing "
+        "fetched, validated or recorded.",
         "",
         "## Ephemeral server start-up",
         "",
@@ -383,6 +406,8 @@ def readme_section(data: dict[str, Any]) -> str:
             "",
             *(target.line() for target in targets(data["rows"])),
             *verify_lines(data.get("verify")),
+            "",
+            ceiling_line(data["rows"]),
             "",
             *table(data["rows"], only=README_CONFIGS),
             "",

@@ -145,7 +145,7 @@ def measure_clients(
     rows: list[dict[str, Any]] = []
     for latency, n, concurrency in configurations(sizes, only):
         for client in CLIENT_ORDER:
-            if client != "flow":
+            if client not in ("flow", "events"):
                 rows.append(measure_client(client, "emulator", urls[latency], latency, n, concurrency, ids_file, home))
     return rows
 
@@ -212,6 +212,13 @@ def measure_flows(
             if "rps" in result:
                 rates.append(result["rps"])
             log(f"{latency:.0f} ms N={n} c={concurrency} flow: " + summary_of(result))
+        # The ceiling of the largest targeted audit: its events alone, on the same server, right after it.
+        latency, n, concurrency = max(targeted, key=lambda combo: combo[1])
+        env = clean_env(home, PREFECT_API_URL=api_url)
+        result = run_worker([sys.executable, "events_worker.py", "--ids-file", str(ids_file), "--n", str(n)], env, FLOW_TIMEOUT_S)
+        rows.append({"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "events", **result})
+        rows[-1].update(server="emulator", load_1m=os.getloadavg()[0])
+        log(f"N={n} the audit's events alone: " + summary_of(result))
     return rows
 
 
