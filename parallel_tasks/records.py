@@ -202,21 +202,24 @@ def seal(record: RunInputRecord) -> RunInputRecord:
 def sealed(record: RunInputRecord) -> tuple[RunInputRecord, bytes]:
     """The record as version 2 with its whole-record hash filled in, and the canonical JSON it is stored as.
 
-    Each field is serialized once: canonical JSON is its sorted ``"key":value`` pairs, so the bytes the hash
-    covers and the bytes stored are joined from the same pieces (byte for byte what :func:`canonical_json` of
-    the whole would give; the tests compare them).
+    The fields are serialized once, in two halves: those sorting before ``record_sha256`` and those after.
+    Canonical JSON is sorted ``"key":value`` pairs, so the bytes the hash covers are the halves joined, and the
+    bytes stored are the halves with the hash between them (byte for byte what :func:`canonical_json` of the
+    whole would give; the tests compare them).
     """
     fields = record.model_dump(mode="json")
     fields["record_version"] = 2
     fields.pop("record_sha256", None)
-    pieces = {key: canonical_json(key) + b":" + canonical_json(value) for key, value in fields.items()}
-    digest = sha256_hex(_joined(pieces))
-    pieces["record_sha256"] = b'"record_sha256":' + canonical_json(digest)
-    return record.model_copy(update={"record_version": 2, "record_sha256": digest}), _joined(pieces)
+    before = canonical_json({key: value for key, value in fields.items() if key < "record_sha256"})
+    after = canonical_json({key: value for key, value in fields.items() if key > "record_sha256"})
+    digest = sha256_hex(_joined(before, after))
+    stored = _joined(before, b'{"record_sha256":' + canonical_json(digest) + b"}", after)
+    return record.model_copy(update={"record_version": 2, "record_sha256": digest}), stored
 
 
-def _joined(pieces: Mapping[str, bytes]) -> bytes:
-    return b"{" + b",".join(pieces[key] for key in sorted(pieces)) + b"}"
+def _joined(*objects: bytes) -> bytes:
+    """Canonical JSON objects whose keys follow one another in order, as one object."""
+    return b"{" + b",".join(obj[1:-1] for obj in objects if obj != b"{}") + b"}"
 
 
 def verify_record(data: bytes | str) -> RunInputRecord:

@@ -59,7 +59,7 @@ def test_canonical_json_is_stable_and_sorted() -> None:
 
 
 def test_a_sealed_record_is_stored_as_the_canonical_json_of_the_whole() -> None:
-    """``sealed`` joins per-field pieces; they must give byte for byte the canonical JSON of the whole record, and a
+    """``sealed`` joins two serialized halves and the hash; they must give byte for byte the canonical JSON of the whole record, and a
     hash ``verify_record`` accepts: content records and pointers, with unicode, findings and no input at all."""
     runs = generate_runs(150, seed=12)
     for run_id, body in runs.items():
