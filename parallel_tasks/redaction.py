@@ -19,6 +19,7 @@ import functools
 import itertools
 import json
 import logging
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,14 @@ def extra_sensitive_keys() -> tuple[str, ...]:
     A pattern matches a key holding its words in a row, in any case and spelling: ``ssn`` matches
     ``customer_ssn``; ``client id`` or ``client_id`` matches ``clientId`` and ``X-Client-Id``.
     """
+    return _sensitive_key_patterns(os.environ.get(SENSITIVE_KEYS_ENV_VAR))
+
+
+@functools.lru_cache(maxsize=8)
+def _sensitive_key_patterns(raw: str | None) -> tuple[str, ...]:
+    """Parsed by the settings once per value of the variable (``raw`` is the cache key): redaction asks for
+    them for every record, and reading all of the settings from the environment each time cost a fifth of
+    building a record."""
     return get_settings().sensitive_key_patterns
 
 
@@ -173,11 +182,18 @@ def _secrets_regex(secrets: tuple[str, ...]) -> re.Pattern[str] | None:
 
 def _json_path(parent: str, key: str | int) -> str:
     """The same paths validation findings use: ``$.a.b[3]``, ``$.a['b c']``."""
-    from parallel_tasks.validation import json_path
-
     if isinstance(key, int):
         return f"{parent}[{key}]"
-    return parent + json_path(key)[1:]
+    return parent + (_key_segment(key) if len(key) <= 64 else _key_segment.__wrapped__(key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _key_segment(key: str) -> str:
+    """A key's part of a JSON path (``.a``, ``['b c']``); remembered for short keys, which repeat in every
+    input of a task spec (each node of every input gets a path)."""
+    from parallel_tasks.validation import json_path
+
+    return json_path(key)[1:]
 
 
 # In a task spec's JSON schemas, the keys of these objects name properties: ``properties.password`` holds
@@ -211,7 +227,10 @@ class Redactor:
 
     def with_secrets(self, more: Iterable[str | None]) -> Redactor:
         """The same policy, also masking ``more`` (values already masked in an input)."""
-        return Redactor((*self._secrets, *more))
+        stricter = Redactor.__new__(Redactor)
+        stricter._secrets = tuple(dict.fromkeys(s for s in (*self._secrets, *more) if s))
+        stricter._extra_keys = self._extra_keys
+        return stricter
 
     def value_text(self, text: str) -> str:
         """A stored string: the secrets in use (and their prefixes) and credentials in URLs masked."""
