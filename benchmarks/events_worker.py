@@ -17,8 +17,8 @@ import asyncio
 import os
 import sys
 import time
-from uuid import uuid4
 from typing import Any
+from uuid import uuid4
 
 from _common import REPO, SEED, emit, peak_rss_mb, process_cpu_s, read_ids
 

@@ -215,7 +215,9 @@ def measure_flows(
         # The ceiling of the largest targeted audit: its events alone, on the same server, right after it.
         latency, n, concurrency = max(targeted, key=lambda combo: combo[1])
         env = clean_env(home, PREFECT_API_URL=api_url)
-        result = run_worker([sys.executable, "events_worker.py", "--ids-file", str(ids_file), "--n", str(n)], env, FLOW_TIMEOUT_S)
+        result = run_worker(
+            [sys.executable, "events_worker.py", "--ids-file", str(ids_file), "--n", str(n)], env, FLOW_TIMEOUT_S
+        )
         rows.append({"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "events", **result})
         rows[-1].update(server="emulator", load_1m=os.getloadavg()[0])
         log(f"N={n} the audit's events alone: " + summary_of(result))
