@@ -59,8 +59,9 @@ def test_canonical_json_is_stable_and_sorted() -> None:
 
 
 def test_a_sealed_record_is_stored_as_the_canonical_json_of_the_whole() -> None:
-    """``sealed`` joins two serialized halves and the hash; they must give byte for byte the canonical JSON of the whole record, and a
-    hash ``verify_record`` accepts: content records and pointers, with unicode, findings and no input at all."""
+    """``sealed`` joins two serialized halves and the hash; they must give byte for byte the canonical JSON of the
+    whole record, and a hash ``verify_record`` accepts: content records and pointers, with unicode, findings and
+    no input at all."""
     runs = generate_runs(150, seed=12)
     for run_id, body in runs.items():
         content = record_of(body, run_id).model_copy(update={"previous_sha256": "ab" * 32, "drift": True})
