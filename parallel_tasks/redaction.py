@@ -19,13 +19,12 @@ import functools
 import itertools
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
-from parallel_tasks.settings import SENSITIVE_KEYS_ENV_VAR, get_settings
+from parallel_tasks.settings import SENSITIVE_KEYS_ENV_VAR, sensitive_key_patterns
 
 if TYPE_CHECKING:
     from parallel_tasks.models import ValidationReport
@@ -106,15 +105,7 @@ def extra_sensitive_keys() -> tuple[str, ...]:
     A pattern matches a key holding its words in a row, in any case and spelling: ``ssn`` matches
     ``customer_ssn``; ``client id`` or ``client_id`` matches ``clientId`` and ``X-Client-Id``.
     """
-    return _sensitive_key_patterns(os.environ.get(SENSITIVE_KEYS_ENV_VAR))
-
-
-@functools.lru_cache(maxsize=8)
-def _sensitive_key_patterns(raw: str | None) -> tuple[str, ...]:
-    """Parsed by the settings once per value of the variable (``raw`` is the cache key): redaction asks for
-    them for every record, and reading all of the settings from the environment each time cost a fifth of
-    building a record."""
-    return get_settings().sensitive_key_patterns
+    return sensitive_key_patterns()
 
 
 def _words(key: str) -> tuple[str, ...]:

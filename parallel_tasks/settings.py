@@ -37,6 +37,7 @@ __all__ = [
     "ParallelSettings",
     "get_settings",
     "openlineage_environment",
+    "sensitive_key_patterns",
 ]
 
 ENV_PREFIX = "PARALLEL_"
@@ -129,6 +130,18 @@ def get_settings() -> ParallelSettings:
             (never its value, which may be a key).
     """
     return _parsed(tuple(os.environ.get(name) for name in _ENV_NAMES))
+
+
+def sensitive_key_patterns() -> tuple[str, ...]:
+    """``PARALLEL_SENSITIVE_KEYS`` as patterns: its one variable read on every call (redaction asks for every
+    record; reading all of the settings each time cost a fifth of building one), parsed once per value."""
+    return _sensitive_key_patterns(os.environ.get(SENSITIVE_KEYS_ENV_VAR))
+
+
+@functools.lru_cache(maxsize=8)
+def _sensitive_key_patterns(value: str | None) -> tuple[str, ...]:
+    """The patterns for this value of the variable (the cache key; the settings parse it)."""
+    return get_settings().sensitive_key_patterns
 
 
 _ENV_NAMES = tuple(f"{ENV_PREFIX}{name.upper()}" for name in ParallelSettings.model_fields)
