@@ -28,7 +28,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.credentials import ParallelCredentials
 from parallel_tasks.models import RunInputRecord
-from parallel_tasks.publishing import AuditProgress
+from parallel_tasks.publishing import AuditProgress, shared_events
 from parallel_tasks.records import build_failure_record
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DASK_ENV_VAR, get_settings
@@ -205,10 +205,11 @@ async def _in_one_loop(
             )
         return batch, await state.aresult(raise_on_failure=False)
 
-    pending = [run(number, batch) for number, batch in enumerate(batches, start=1)]
-    for done, finished in enumerate(asyncio.as_completed(pending), start=1):
-        batch, outcome = await finished
-        collector.add(batch, outcome, last=done == len(batches))
+    async with shared_events():
+        pending = [run(number, batch) for number, batch in enumerate(batches, start=1)]
+        for done, finished in enumerate(asyncio.as_completed(pending), start=1):
+            batch, outcome = await finished
+            collector.add(batch, outcome, last=done == len(batches))
 
 
 def _through_task_runner(

@@ -13,9 +13,11 @@ whose input could not be fetched is ``parallel.task-run.input.failed``. An audit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
@@ -46,6 +48,7 @@ __all__ = [
     "artifact_key",
     "artifact_link",
     "asset_key",
+    "audit_events",
     "count_stored_events",
     "event_payload",
     "post_events",
@@ -54,6 +57,7 @@ __all__ = [
     "record_outcome",
     "run_context_ids",
     "run_event",
+    "shared_events",
 ]
 
 MATERIALIZED_EVENT = "prefect.asset.materialization.succeeded"
@@ -168,6 +172,7 @@ class EventBatcher:
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
         self._logger = logger or logging.getLogger(__name__)
         self._pending: list[dict[str, Any]] = []
+        self._sending = asyncio.Lock()  # the batches of an audit share one batcher (shared_events)
         self._unconfirmed: list[list[dict[str, Any]]] = []
         self._in_flight: asyncio.Future[None] | None = None
         self._client: PrefectClient | None = None
@@ -184,7 +189,8 @@ class EventBatcher:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         try:
-            await self._send_pending()
+            while self._pending:
+                await self._send_pending()
             await self._wait_in_flight()
             while self._unconfirmed:
                 await self._confirm(self._unconfirmed.pop(0))
@@ -204,10 +210,11 @@ class EventBatcher:
             self._in_flight = None
 
     async def _send_pending(self) -> None:
-        await self._wait_in_flight()
-        if self._pending:
-            events, self._pending = self._pending, []
-            self._in_flight = asyncio.ensure_future(self._post(events))
+        async with self._sending:
+            await self._wait_in_flight()
+            if self._pending:
+                events, self._pending = self._pending[:EVENTS_PER_REQUEST], self._pending[EVENTS_PER_REQUEST:]
+                self._in_flight = asyncio.ensure_future(self._post(events))
 
     async def _post(self, events: list[dict[str, Any]]) -> None:
         assert self._client is not None, "use EventBatcher as an async context manager"
@@ -241,6 +248,28 @@ class EventBatcher:
     def _lose(self, count: int, reason: str) -> None:
         self.lost += count
         self._logger.warning("%d events did not reach Prefect: %s", count, reason)
+
+
+_SHARED: ContextVar[EventBatcher | None] = ContextVar("parallel_tasks_shared_events", default=None)
+
+
+@contextlib.asynccontextmanager
+async def shared_events() -> AsyncIterator[EventBatcher]:
+    """One batcher for every batch task of an audit that runs in this event loop: one pacing window and one
+    confirmation at the end, where a batcher per batch would hold the batch's slot until the server had stored
+    its last events (the next batch waiting behind it) and poll the server once per batch."""
+    async with EventBatcher() as events:
+        token = _SHARED.set(events)
+        try:
+            yield events
+        finally:
+            _SHARED.reset(token)
+
+
+def audit_events() -> contextlib.AbstractAsyncContextManager[EventBatcher]:
+    """The audit's shared batcher when there is one (:func:`shared_events`), else a batcher of one's own."""
+    shared = _SHARED.get()
+    return contextlib.nullcontext(shared) if shared is not None else EventBatcher()
 
 
 def _reason(error: BaseException) -> str:

@@ -21,7 +21,7 @@ from parallel_tasks.client import DEFAULT_BASE_URL, FetchResult
 from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials, resolve_credentials
 from parallel_tasks.errors import APIError
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
-from parallel_tasks.publishing import EventBatcher, record_outcome, run_context_ids
+from parallel_tasks.publishing import EventBatcher, audit_events, record_outcome, run_context_ids
 from parallel_tasks.records import build_failure_record, build_record
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
@@ -271,7 +271,7 @@ async def audit_run_inputs_batch(
     target = await resolve_storage(storage)
     flow_run_id, task_run_id = run_context_ids()
     outcomes: list[RunInputRecord] = []
-    async with resolved.get_async_client() as client, EventBatcher() as events:
+    async with resolved.get_async_client() as client, audit_events() as events:
         ids: dict[str, Any] = {
             "base_url": client.base_url,
             "secrets": resolved.secrets_in_use(),

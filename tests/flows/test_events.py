@@ -3,6 +3,7 @@ never stores are counted and said."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -48,3 +49,35 @@ async def test_events_the_server_never_stores_are_counted_lost_and_said(
     assert (batcher.sent, batcher.lost) == (450, 450)
     said = [r.getMessage() for r in caplog.records if "did not reach Prefect" in r.getMessage()]
     assert said and sum(int(message.split()[0]) for message in said) == 450
+
+
+async def test_batches_sharing_the_audits_batcher_send_each_event_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch tasks of an audit add to one batcher at once: each event goes out once, in requests no larger
+    than one batch, and the batcher is done only when the server has stored them all."""
+    posted: list[int] = []
+    real_post = publishing.post_events
+
+    async def counted(client: Any, events: list[dict[str, Any]]) -> None:
+        posted.append(len(events))
+        await real_post(client, events)
+
+    monkeypatch.setattr(publishing, "post_events", counted)
+    batches = [events_of(430, f"shared{b}") for b in range(4)]
+
+    async def one_batch(events: list[dict[str, Any]]) -> None:
+        async with publishing.audit_events() as shared:
+            assert shared is batcher
+            for event in events:
+                await shared.add(event)
+                await asyncio.sleep(0)  # the batches take turns, as their fetches do
+
+    async with publishing.shared_events() as batcher:
+        await asyncio.gather(*(one_batch(events) for events in batches))
+    everything = [event for events in batches for event in events]
+    assert (batcher.sent, batcher.lost) == (1_720, 0)
+    assert sum(posted) == 1_720 and max(posted) <= publishing.EVENTS_PER_REQUEST
+    async with EventBatcher() as reader:
+        assert reader._client is not None
+        assert await count_stored_events(reader._client, everything) == 1_720
+    async with publishing.audit_events() as own:  # outside an audit: a batcher of its own
+        assert own is not batcher
