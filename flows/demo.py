@@ -14,7 +14,7 @@ from parallel_tasks import ParallelCredentials
 from parallel_tasks._prefect_server import local_server_defaults, ui_address
 from parallel_tasks.emulator import Emulator, demo_runs, run_emulator_server
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
-from parallel_tasks.publishing import AUDIT_REPORT_KEY, artifact_key
+from parallel_tasks.publishing import AUDIT_REPORT_KEY, MATERIALIZED_EVENT, artifact_key
 
 DEMO_KEY = "demo-key-not-a-secret"
 DEMO_BLOCK = "parallel-demo"
@@ -72,7 +72,8 @@ def main() -> int:
         print(f"  .venv/bin/prefect server start   # serves the UI at {ui}, then open:")
     print(f"  {ui}/runs       the flow runs, each with its logs and Artifacts tab")
     print(f"  {ui}/artifacts  every artifact (the audit summary: {SUMMARY_ARTIFACT_KEY})")
-    print(f"  {ui}/events     the Event Feed: the asset materializations and input events")
+    print(f"  {ui}/events     the Event Feed: each audited run's event, among Prefect's own")
+    print(f"  {ui}/events?events={MATERIALIZED_EVENT}  just the fetched runs' asset materializations")
     return 0
 
 
