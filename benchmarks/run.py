@@ -218,8 +218,8 @@ def measure_flows(
         result = run_worker(
             [sys.executable, "events_worker.py", "--ids-file", str(ids_file), "--n", str(n)], env, FLOW_TIMEOUT_S
         )
-        rows.append({"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "events", **result})
-        rows[-1].update(server="emulator", load_1m=os.getloadavg()[0])
+        row = {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "events", "server": "emulator"}
+        rows.append({**row, **result, "load_1m": os.getloadavg()[0]})
         log(f"N={n} the audit's events alone: " + summary_of(result))
     return rows
 

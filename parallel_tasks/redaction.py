@@ -218,10 +218,7 @@ class Redactor:
 
     def with_secrets(self, more: Iterable[str | None]) -> Redactor:
         """The same policy, also masking ``more`` (values already masked in an input)."""
-        stricter = Redactor.__new__(Redactor)
-        stricter._secrets = tuple(dict.fromkeys(s for s in (*self._secrets, *more) if s))
-        stricter._extra_keys = self._extra_keys
-        return stricter
+        return Redactor((*self._secrets, *more))
 
     def value_text(self, text: str) -> str:
         """A stored string: the secrets in use (and their prefixes) and credentials in URLs masked."""
