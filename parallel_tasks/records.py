@@ -42,6 +42,7 @@ __all__ = [
     "summarize",
     "unsealed_json",
     "verify_record",
+    "without_input",
 ]
 
 RECORD_PREFIX = "parallel-run-inputs"
@@ -220,6 +221,16 @@ def sealed(record: RunInputRecord) -> tuple[RunInputRecord, bytes]:
 def _joined(*objects: bytes) -> bytes:
     """Canonical JSON objects whose keys follow one another in order, as one object."""
     return b"{" + b",".join(obj[1:-1] for obj in objects if obj != b"{}") + b"}"
+
+
+_EVERY_FIELD = set(RunInputRecord.model_fields)
+
+
+def without_input(record: RunInputRecord) -> RunInputRecord:
+    """The record as an audit keeps it until its summary: without the input, and sharing one set of field names
+    with every other kept record. Pydantic gives each instance its own set of the fields it was given, 0.7 KB, more
+    than the record's own values once the input is gone; an audit keeps one record per run."""
+    return RunInputRecord.model_construct(_fields_set=_EVERY_FIELD, **{**record.__dict__, "input": None})
 
 
 def verify_record(data: bytes | str) -> RunInputRecord:

@@ -22,7 +22,7 @@ from parallel_tasks.credentials import ParallelCredentials, aresolve_credentials
 from parallel_tasks.errors import APIError
 from parallel_tasks.models import RunInputRecord, TaskRunInput, ValidationReport
 from parallel_tasks.publishing import EventBatcher, audit_events, record_outcome, run_context_ids
-from parallel_tasks.records import build_failure_record, build_record
+from parallel_tasks.records import build_failure_record, build_record, without_input
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, get_settings
 from parallel_tasks.storage import resolve_storage
@@ -280,7 +280,7 @@ async def audit_run_inputs_batch(
         }
         async for result in client.iter_task_run_inputs(run_ids, concurrency=concurrency):
             record = await _record_fetch_result(target, result, ids, artifacts, events)
-            outcomes.append(record.model_copy(update={"input": None}))
+            outcomes.append(without_input(record))
     return outcomes
 
 
