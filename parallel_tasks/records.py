@@ -25,7 +25,7 @@ from urllib.parse import quote
 from parallel_tasks.errors import AuthenticationError, NotFoundError, PermissionDeniedError
 from parallel_tasks.models import AuditSummary, RecordStatus, RunInputRecord, TaskRunInput, ValidationReport
 from parallel_tasks.redaction import Redactor
-from parallel_tasks.rendering import by_problem, summary_row
+from parallel_tasks.rendering import SUMMARY_ROWS_MAX, by_problem, summary_row
 
 __all__ = [
     "RECORD_PREFIX",
@@ -256,9 +256,16 @@ def verify_record(data: bytes | str) -> RunInputRecord:
     return record
 
 
-def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0, manifest: str | None = None) -> AuditSummary:
-    """Counts by status, and one summary row per run (problems first), over the outcome records of an audit (and
-    the sha256 of the manifest it wrote, which its state message and summary artifact then show)."""
+def summarize(
+    records: Iterable[RunInputRecord],
+    *,
+    duplicates: int = 0,
+    manifest: str | None = None,
+    max_rows: int = SUMMARY_ROWS_MAX,
+) -> AuditSummary:
+    """Counts by status, and one summary row per run (problems first, at most ``max_rows``), over the outcome
+    records of an audit (and the sha256 of the manifest it wrote, which its state message and summary artifact
+    then show)."""
     ordered = by_problem(records)
     counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"), 0)
     for record in ordered:
@@ -268,6 +275,7 @@ def summarize(records: Iterable[RunInputRecord], *, duplicates: int = 0, manifes
         counts=counts,
         drifted=sum(r.drift for r in ordered),
         duplicates=duplicates,
-        rows=[summary_row(r) for r in ordered],
+        rows=[summary_row(r) for r in ordered[:max_rows]],
+        rows_left_out=max(0, len(ordered) - max_rows),
         manifest_sha256=manifest,
     )

@@ -17,6 +17,7 @@ __all__ = [
     "HASH_PREFIX",
     "PROBLEMS_LISTED",
     "PROBLEM_ORDER",
+    "SUMMARY_ROWS_MAX",
     "audit_markdown",
     "by_problem",
     "metadata_table",
@@ -33,6 +34,10 @@ PROBLEM_ORDER = ("failed", "unauthorized", "not_found", "not_stored", "invalid",
 
 PROBLEMS_LISTED = 50
 """At most this many problem runs are listed by name (in the audit report, in the logs); then a count."""
+
+SUMMARY_ROWS_MAX = 10_000
+"""At most this many rows in an audit's summary table, problems first: a larger table is of no use on a page, and
+would cost the worker and the server tens of megabytes. The audit's manifest lists every run."""
 
 HASH_PREFIX = 12
 """Characters of the sha256 shown in the summary table; the full hash is in the record."""
@@ -189,13 +194,24 @@ def audit_markdown(
         lines += [f"| `{rule}` | {n} | {runs_per_rule[rule]} |" for rule, n in sorted(rules.items())]
     else:
         lines.append("None.")
-    problems = [r for r in by_problem(records) if shown_status(r) != "ok"]
+    ordered = by_problem(records)
+    problems = [r for r in ordered if shown_status(r) != "ok"]
     lines += ["", f"## Problem runs ({len(problems)})", ""]
     for record in problems[:PROBLEMS_LISTED]:
         name = f"[{record.run_id}]({link(record.run_id)})" if link else f"`{record.run_id}`"
         lines.append(f"- {name} **{shown_status(record)}**: {_cell(problem(record), 200)}")
     if len(problems) > PROBLEMS_LISTED:
-        lines.append(f"- and {len(problems) - PROBLEMS_LISTED} more (the summary table lists every run)")
+        more = len(problems) - PROBLEMS_LISTED
+        listed = "lists them" if len(problems) <= len(summary.rows) else f"lists the first {len(summary.rows):,} runs"
+        lines.append(f"- and {more} more (the summary table {listed})")
     if not problems:
         lines.append("None: every run was fetched, valid and unchanged.")
+    left_out = Counter(shown_status(r) for r in ordered[len(summary.rows) :])
+    if left_out:
+        statuses = ", ".join(f"{left_out[status]:,} {status}" for status in PROBLEM_ORDER if left_out[status])
+        lines += [
+            "",
+            f"The summary table lists {len(summary.rows):,} of the {len(ordered):,} runs, problems first; left out:"
+            f" {statuses}. The audit's manifest lists every run.",
+        ]
     return "\n".join(lines) + "\n"

@@ -74,11 +74,23 @@ def test_the_report_counts_by_status_and_rule_and_links_each_problem_run() -> No
     assert "](/artifacts" not in unlinked and "- `trun_d4` **not_found**" in unlinked
 
 
+def test_past_the_row_cap_the_table_keeps_the_problems_and_the_report_says_what_was_left_out() -> None:
+    records = audit_records() + [fetched(f"trun_ok{i}", GOOD) for i in range(3)]
+    summary = summarize(records, max_rows=5)
+    assert [r["status"] for r in summary.rows] == ["failed", "unauthorized", "not_found", "not_stored", "invalid"]
+    assert (
+        summary.rows_left_out == 5 and summary.total == 10 and summary.counts["ok"] == 5
+    )  # drift is an ok run whose input changed
+    report = audit_markdown(summary, records)
+    assert "lists 5 of the 10 runs, problems first; left out: 1 drift, 4 ok." in report
+    assert "left out" not in audit_markdown(summarize(records), records)
+
+
 def test_the_report_names_at_most_the_cap_then_how_many_more() -> None:
     records = [not_found(f"trun_{i:04d}") for i in range(PROBLEMS_LISTED + 7)]
     report = audit_markdown(summarize(records), records, artifact_link)
     assert report.count("**not_found**") == PROBLEMS_LISTED
-    assert "- and 7 more (the summary table lists every run)" in report
+    assert "- and 7 more (the summary table lists them)" in report
 
 
 def test_a_failure_artifact_shows_status_error_and_ref_id_and_nothing_empty() -> None:
