@@ -30,7 +30,8 @@ from parallel_tasks.audit import load_run_ids
 from parallel_tasks.emulator import Emulator, FaultConfig
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
-from parallel_tasks.publishing import AUDIT_REPORT_KEY
+from parallel_tasks.publishing import AUDIT_REPORT_KEY, publish_audit
+from parallel_tasks.records import build_failure_record, summarize
 from parallel_tasks.verify import LocalStore, verify_store
 from tests.conftest import CANARY_KEY
 
@@ -432,3 +433,23 @@ def test_a_strict_fetch_fails_without_quoting_a_secret_it_found_invalid(
     )
     assert state.is_failed() and "input.schema_mismatch" in str(state.message)
     assert secret not in str(state.message) and secret[:8] not in str(state.message)
+
+
+def test_a_capped_summary_table_says_so_where_people_see_it() -> None:
+    from prefect import flow
+
+    records = [
+        build_failure_record(f"trun_{i:032x}", RuntimeError("boom"), base_url="https://api.parallel.ai")
+        for i in range(3)
+    ]
+
+    @flow
+    def publish() -> None:
+        publish_audit(summarize(records, max_rows=2), records, per_run_artifacts=False)
+
+    state = publish(return_state=True)
+    (table,) = [a for a in artifacts(SUMMARY_ARTIFACT_KEY) if a.flow_run_id == flow_run_id(state)]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert len(rows) == 2 and "; the table lists 2 of them, problems first" in (table.description or "")
+    (report,) = [a for a in artifacts(AUDIT_REPORT_KEY) if a.flow_run_id == flow_run_id(state)]
+    assert "The summary table lists 2 of the 3 runs, problems first; left out: 1 failed." in str(report.data)
