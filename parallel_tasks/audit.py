@@ -29,7 +29,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from parallel_tasks.credentials import ParallelCredentials
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.publishing import AuditProgress, shared_events
-from parallel_tasks.records import build_failure_record
+from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DASK_ENV_VAR, get_settings
 from parallel_tasks.storage import read_latest, resolve_storage
@@ -323,7 +323,7 @@ async def _gather_outcomes(
         async with limit:
             latest = await read_latest(storage, run_id)
         if latest is not None and latest.flow_run_id == str(child_id):
-            return latest
+            return without_input(latest)
         run = finished[child_id]
         state = run.state.name if run.state else "unknown"
         return build_failure_record(

@@ -15,7 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
 from parallel_tasks.audit import _gather_outcomes, task_runner_from_environment
-from parallel_tasks.records import build_failure_record
+from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.settings import DASK_ENV_VAR
 from parallel_tasks.storage import resolve_storage, store_record
 
@@ -57,6 +57,7 @@ def test_a_chunk_counts_only_the_records_it_wrote(storage: tuple[str, Path]) -> 
     by_run = {record.run_id: record for record in asyncio.run(scenario())}  # type: ignore[attr-defined]
     assert sorted(by_run) == sorted([written, stale, missing])
     assert by_run[written].flow_run_id == str(first.id) and by_run[written].error == "RuntimeError: gone"
+    assert by_run[written].model_fields_set is without_input(by_run[stale]).model_fields_set  # kept as a batch keeps
     assert by_run[stale].status == "failed"
     assert "chunk flow run audit-chunk-1-of-2 ended Completed without a record" in (by_run[stale].error or "")
     assert "chunk flow run audit-chunk-2-of-2 ended Crashed without a record" in (by_run[missing].error or "")
