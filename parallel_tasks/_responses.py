@@ -169,7 +169,7 @@ _LONG_DIGITS = re.compile(rb"[0-9]{300}")
 
 
 def _may_hold_non_finite(body: bytes) -> bool:
-    """A cheap first look for :func:`has_non_finite_number`: false for most bodies, and never for one that holds
+    """A cheap first look for :func:`has_non_finite_number`: false for most bodies, true for every body that holds
     such a number."""
     return (
         b"NaN" in body
