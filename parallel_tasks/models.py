@@ -340,8 +340,7 @@ class AuditSummary(BaseModel):
         duplicates: Run ids given more than once (audited once).
         rows: One summary row per run (run id, status, detail, processor, sha256 prefix, ...), problems first
             (failed, unauthorized, not_found, not_stored, invalid, drift, ok), then by run id; at most
-            :data:`parallel_tasks.rendering.SUMMARY_ROWS_MAX` rows.
-        rows_left_out: Runs past that cap, not in ``rows`` (the audit's manifest lists every run).
+            :data:`parallel_tasks.rendering.SUMMARY_ROWS_MAX` rows (the audit's manifest lists every run).
         manifest_sha256: The sha256 of the manifest this audit wrote (see :mod:`parallel_tasks.manifests`).
     """
 
@@ -350,8 +349,12 @@ class AuditSummary(BaseModel):
     drifted: int = 0
     duplicates: int = 0
     rows: list[dict[str, Any]] = Field(default_factory=list)
-    rows_left_out: int = 0
     manifest_sha256: str | None = None
+
+    @property
+    def rows_left_out(self) -> int:
+        """Runs past the cap on ``rows``, not in them."""
+        return self.total - len(self.rows)
 
     @property
     def not_fetched(self) -> int:

@@ -276,6 +276,5 @@ def summarize(
         drifted=sum(r.drift for r in ordered),
         duplicates=duplicates,
         rows=[summary_row(r) for r in ordered[:max_rows]],
-        rows_left_out=max(0, len(ordered) - max_rows),
         manifest_sha256=manifest,
     )
