@@ -219,7 +219,11 @@ def test_no_canary_reaches_any_sink(
     credentials = save_credentials(CANARY_KEY, rel_url, max_retries=4)
     emu.store.add(MARKER, {"processor": "core", "input": f"marker input {MARKER}"})
     emu.store.add(PLANTED, planted_input())
+    # Random faults for the bulk of the runs; a fixed script for the runs whose outcome is asserted, so
+    # their retries are exercised without a chance of running out of them.
     emu.set_faults(FaultConfig(rates={503: 0.3, 429: 0.1}, retry_after_s=0.01))
+    for run_id in (MARKER, PLANTED, SECRET_HEADERS):
+        emu.set_faults(FaultConfig(script=(503, 429), retry_after_s=0.01), run_id=run_id)
     emu.set_faults(FaultConfig(status=401), run_id="trun_00000000000000000000000000000401")
     emu.set_faults(FaultConfig(status=422), run_id="trun_00000000000000000000000000000422")
     invalid = [run_id for run_id in demo_runs() if run_id.startswith("trun_bad")]
