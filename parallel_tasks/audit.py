@@ -23,6 +23,7 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, as_completed
+from prefect.states import Cancelling
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
@@ -43,6 +44,7 @@ from parallel_tasks.tasks import (
 
 __all__ = [
     "DASK_ENV_VAR",
+    "DEFAULT_CHUNK_TIMEOUT_S",
     "BatchOptions",
     "ChunkParameters",
     "audit_in_batches",
@@ -57,6 +59,9 @@ BATCHES_PER_SLOT = 3
 """By default the runs are cut into ``PARALLEL_BATCHES * BATCHES_PER_SLOT`` batches: a whole number of batches per
 slot, so the last ones do not run alone on a fraction of the concurrency while the other slots sit idle."""
 CHUNK_POLL_SECONDS = 2.0
+DEFAULT_CHUNK_TIMEOUT_S = 6 * 3600.0
+"""How long an audit in chunks waits for its chunks by default: hours of work, but never forever (a chunk no
+worker takes would otherwise hold the parent, and its worker slot, without end)."""
 
 
 @dataclass(frozen=True)
@@ -273,13 +278,20 @@ def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options
 
 
 def audit_in_chunks(
-    run_ids: list[str], chunk_size: int, deployment: str, parameters: ChunkParameters, base_url: str
+    run_ids: list[str],
+    chunk_size: int,
+    deployment: str,
+    parameters: ChunkParameters,
+    base_url: str,
+    timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S,
 ) -> list[RunInputRecord]:
     """Run each chunk of run ids as a flow run of ``deployment`` (so any worker may take it), wait for
-    them all, then gather every run's outcome from the record storage, the source of truth."""
+    them all (at most ``timeout_s``; the chunks still unfinished then are cancelled), then gather every
+    run's outcome from the record storage, the source of truth."""
     logger = get_run_logger()
     chunks = [run_ids[i : i + chunk_size] for i in range(0, len(run_ids), chunk_size)]
     children: dict[UUID, list[str]] = {}
+    names: dict[UUID, str] = {}
     for number, chunk in enumerate(chunks, start=1):
         child: FlowRun = run_deployment(  # type: ignore[assignment]
             deployment,
@@ -287,35 +299,54 @@ def audit_in_chunks(
             flow_run_name=f"audit-chunk-{number}-of-{len(chunks)}",
             timeout=0,
         )
-        children[child.id] = chunk
+        children[child.id], names[child.id] = chunk, child.name
     logger.info("Started %d chunk flow runs of %s (%d runs each)", len(chunks), deployment, chunk_size)
     progress = AuditProgress(len(run_ids), logger)
-    finished = _wait_for_flow_runs(children, logger, progress)
-    records = run_coro_as_sync(_gather_outcomes(children, finished, parameters.storage_block, base_url))
+    endings = _wait_for_flow_runs(children, names, logger, progress, timeout_s)
+    records = run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url))
     progress.name_problems(records)
     progress.finish()
     return records
 
 
-def _wait_for_flow_runs(children: dict[UUID, list[str]], logger: Any, progress: AuditProgress) -> dict[UUID, FlowRun]:
-    """Poll until every flow run is in a final state, logging and moving the progress bar as chunks finish."""
-    done: dict[UUID, FlowRun] = {}
+def _wait_for_flow_runs(
+    children: dict[UUID, list[str]], names: dict[UUID, str], logger: Any, progress: AuditProgress, timeout_s: float
+) -> dict[UUID, str]:
+    """Poll until every flow run is in a final state or ``timeout_s`` has passed, logging and moving the progress
+    bar as chunks finish; cancel the ones still unfinished then. Returns how each chunk ended, as a failure of
+    one of its runs would say it: ``chunk flow run <name> ended Completed``."""
+    endings: dict[UUID, str] = {}
+    last_seen: dict[UUID, str] = {}
+    deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
-        while len(done) < len(children):
-            time.sleep(CHUNK_POLL_SECONDS)
-            pending = [i for i in children if i not in done]
+        while len(endings) < len(children) and (remaining := deadline - time.monotonic()) > 0:
+            time.sleep(min(CHUNK_POLL_SECONDS, remaining))
+            pending = [i for i in children if i not in endings]
             for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=pending))):
+                state = (run.state.name if run.state else None) or "unknown"
+                last_seen[run.id] = state
                 if run.state is not None and run.state.is_final():
-                    done[run.id] = run
+                    endings[run.id] = f"chunk flow run {run.name} ended {state}"
                     progress.advance(len(children[run.id]))
-                    logger.info("Chunk %s finished: %s (%d/%d)", run.name, run.state.name, len(done), len(children))
-    return done
+                    logger.info("Chunk %s finished: %s (%d/%d)", run.name, state, len(endings), len(children))
+        for child_id in [i for i in children if i not in endings]:
+            state = last_seen.get(child_id, "unknown")
+            logger.error(
+                "Chunk %s did not finish within %g s (still %s): cancelling it", names[child_id], timeout_s, state
+            )
+            client.set_flow_run_state(
+                child_id, Cancelling(message=f"the audit stopped waiting for it after {timeout_s:g} s")
+            )
+            endings[child_id] = (
+                f"chunk flow run {names[child_id]} did not finish within {timeout_s:g} s (still {state}; cancelled)"
+            )
+    return endings
 
 
 async def _gather_outcomes(
-    children: dict[UUID, list[str]], finished: dict[UUID, FlowRun], storage_block: str | None, base_url: str
+    children: dict[UUID, list[str]], endings: dict[UUID, str], storage_block: str | None, base_url: str
 ) -> list[RunInputRecord]:
-    """Each run's latest record, if its chunk's flow run wrote it; else a failure naming the chunk."""
+    """Each run's latest record, if its chunk's flow run wrote it; else a failure naming the chunk and how it ended."""
     storage = await resolve_storage(storage_block)
     limit = asyncio.Semaphore(64)
 
@@ -324,10 +355,6 @@ async def _gather_outcomes(
             latest = await read_latest(storage, run_id)
         if latest is not None and latest.flow_run_id == str(child_id):
             return without_input(latest)
-        run = finished[child_id]
-        state = run.state.name if run.state else "unknown"
-        return build_failure_record(
-            run_id, RuntimeError(f"chunk flow run {run.name} ended {state} without a record"), base_url=base_url
-        )
+        return build_failure_record(run_id, RuntimeError(f"{endings[child_id]}, without a record"), base_url=base_url)
 
     return list(await asyncio.gather(*(outcome(child, run_id) for child, ids in children.items() for run_id in ids)))

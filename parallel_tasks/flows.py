@@ -12,6 +12,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 
 from parallel_tasks.audit import (
+    DEFAULT_CHUNK_TIMEOUT_S,
     BatchOptions,
     ChunkParameters,
     audit_in_batches,
@@ -107,6 +108,7 @@ def audit_run_inputs(
     fail_on_errors: bool = True,
     chunk_size: int | None = None,
     chunk_deployment: str = "audit-run-inputs/audit-chunk",
+    chunk_timeout_seconds: float = DEFAULT_CHUNK_TIMEOUT_S,
     openlineage: bool = True,
 ) -> State[AuditSummary]:
     """Fetch, validate and record the inputs of many runs, then publish a summary table (problems first) and a
@@ -129,6 +131,8 @@ def audit_run_inputs(
             ``chunk_deployment``, so several workers (on several machines) share the work; the
             results are gathered into this run's summary.
         chunk_deployment: The deployment (``flow-name/deployment-name``) that audits one chunk.
+        chunk_timeout_seconds: How long to wait for the chunks (six hours by default); the chunks still
+            unfinished then are cancelled, and their runs without a record count as not fetched.
         openlineage: Send OpenLineage events when the client is configured (``OPENLINEAGE_URL``, ...).
     """
     logger = get_run_logger()
@@ -138,13 +142,17 @@ def audit_run_inputs(
         raise ValueError("No run ids to audit: pass run_ids or run_ids_file")
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}")
+    if not chunk_timeout_seconds > 0:
+        raise ValueError(f"chunk_timeout_seconds must be positive, got {chunk_timeout_seconds}")
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
     if chunk_size is not None and len(distinct) > chunk_size:
         parameters = ChunkParameters(
             credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts, openlineage
         )
-        records = audit_in_chunks(distinct, chunk_size, chunk_deployment, parameters, credentials.base_url)
+        records = audit_in_chunks(
+            distinct, chunk_size, chunk_deployment, parameters, credentials.base_url, chunk_timeout_seconds
+        )
     elif use_map:
         records = audit_with_map(distinct, credentials, BatchOptions(max_concurrency, storage_block, per_run_artifacts))
     else:

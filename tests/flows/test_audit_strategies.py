@@ -15,6 +15,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
 from parallel_tasks.audit import _gather_outcomes, task_runner_from_environment
+from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.settings import DASK_ENV_VAR
 from parallel_tasks.storage import resolve_storage, store_record
@@ -52,12 +53,49 @@ def test_a_chunk_counts_only_the_records_it_wrote(storage: tuple[str, Path]) -> 
             record = build_failure_record(run_id, RuntimeError("gone"), base_url=BASE_URL)
             await store_record(target, record.model_copy(update={"flow_run_id": str(writer)}))
         children = {first.id: [written, stale], second.id: [missing]}
-        return list(await _gather_outcomes(children, {first.id: first, second.id: second}, slug, BASE_URL))
+        endings = {first.id: "chunk flow run audit-chunk-1-of-2 ended Completed", second.id: "chunk flow run x ended"}
+        return list(await _gather_outcomes(children, endings, slug, BASE_URL))
 
     by_run = {record.run_id: record for record in asyncio.run(scenario())}  # type: ignore[attr-defined]
     assert sorted(by_run) == sorted([written, stale, missing])
     assert by_run[written].flow_run_id == str(first.id) and by_run[written].error == "RuntimeError: gone"
     assert by_run[written].model_fields_set is without_input(by_run[stale]).model_fields_set  # kept as a batch keeps
     assert by_run[stale].status == "failed"
-    assert "chunk flow run audit-chunk-1-of-2 ended Completed without a record" in (by_run[stale].error or "")
-    assert "chunk flow run audit-chunk-2-of-2 ended Crashed without a record" in (by_run[missing].error or "")
+    assert "chunk flow run audit-chunk-1-of-2 ended Completed, without a record" in (by_run[stale].error or "")
+    assert "chunk flow run x ended, without a record" in (by_run[missing].error or "")
+
+
+def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_and_their_runs_fail(
+    credentials_block: str, storage: tuple[str, Path]
+) -> None:
+    """A chunk that never runs (no worker for its deployment) holds the audit no longer than its timeout: the
+    audit ends Failed naming each run as not fetched, and the chunk's flow run is cancelled, not left to run later."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    slug, _ = storage
+    name = f"unserved-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(flow_id=client.create_flow_from_name("audit-run-inputs"), name=name)
+    run_ids = [f"trun_{n:032x}" for n in range(3)]
+
+    state = audit_run_inputs(
+        run_ids=run_ids,
+        credentials_block=credentials_block,
+        storage_block=slug,
+        chunk_size=2,
+        chunk_deployment=f"audit-run-inputs/{name}",
+        chunk_timeout_seconds=1.0,
+        return_state=True,
+    )
+
+    assert state.is_failed() and state.message.startswith("3 of 3 runs could not be fetched"), state.message
+    summary = state.result(raise_on_failure=False)
+    errors = {row["run_id"]: row["detail"] for row in summary.rows}
+    assert sorted(errors) == run_ids
+    assert all("did not finish within 1 s (still Scheduled; cancelled)" in error for error in errors.values())
+    with get_client(sync_client=True) as client:
+        chunks = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+    assert len(chunks) == 2 and all(run.state is not None and run.state.is_cancelled() for run in chunks)

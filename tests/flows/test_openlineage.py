@@ -195,7 +195,7 @@ def test_an_audit_hands_its_openlineage_parameter_to_its_chunks(
     chunks: list[dict[str, Any]] = []
 
     def audit_in_chunks(
-        run_ids: list[str], chunk_size: int, deployment: str, parameters: Any, base_url: str
+        run_ids: list[str], chunk_size: int, deployment: str, parameters: Any, base_url: str, timeout_s: float
     ) -> list[Any]:
         chunks.extend(parameters.for_chunk(run_ids[i : i + chunk_size]) for i in range(0, len(run_ids), chunk_size))
         return []  # the chunks' flow runs need a worker; what they would be started with is what counts here
