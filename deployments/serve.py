@@ -22,11 +22,10 @@ from typing import Any
 import yaml
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
-from prefect.events import DeploymentTriggerTypes
 from prefect.schedules import Cron
-from pydantic import TypeAdapter
 
 from parallel_tasks.flows import audit_run_inputs, fetch_run_input
+from parallel_tasks.server_setup import deployment_triggers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -35,11 +34,10 @@ RUN_IDS_FILE = REPO / "deployments" / "run_ids.txt"
 PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 
 
-def on_completion_triggers(name: str) -> list[Any]:
-    """The triggers of prefect.yaml's ``on-completion`` deployment (their one definition), named ``name``."""
+def on_completion_triggers(deployment_name: str) -> list[Any]:
+    """The triggers of prefect.yaml's ``on-completion`` deployment (their one definition), for ``deployment_name``."""
     (spec,) = [d for d in yaml.safe_load(PREFECT_FILE.read_text())["deployments"] if d["name"] == "on-completion"]
-    adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
-    return [adapter.validate_python({**trigger, "name": name}) for trigger in spec["triggers"]]
+    return deployment_triggers(deployment_name, spec["triggers"])
 
 
 def deployments() -> list[RunnerDeployment]:

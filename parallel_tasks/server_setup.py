@@ -38,6 +38,7 @@ __all__ = [
     "SetupError",
     "add_arguments",
     "deploy",
+    "deployment_triggers",
     "ensure_work_pool",
     "main",
     "outdated_deployments",
@@ -196,17 +197,25 @@ def _sort_sets(trigger: dict[str, Any]) -> None:
         _sort_sets(nested)
 
 
-def _wanted_triggers(deployment_name: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The automations ``prefect deploy`` makes of a deployment's ``triggers`` (named as it names them)."""
-    import uuid
-
+def deployment_triggers(deployment_name: str, specs: list[dict[str, Any]]) -> list[Any]:
+    """The triggers of a prefect.yaml deployment entry, each named as ``prefect deploy`` names it: its own name,
+    else ``<flow>/<deployment>__automation_<n>``."""
     from prefect.events import DeploymentTriggerTypes
     from pydantic import TypeAdapter
 
     adapter: TypeAdapter[Any] = TypeAdapter(DeploymentTriggerTypes)
+    return [
+        adapter.validate_python({"name": f"{deployment_name}__automation_{number}", **spec})
+        for number, spec in enumerate(specs, start=1)
+    ]
+
+
+def _wanted_triggers(deployment_name: str, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The automations ``prefect deploy`` makes of a deployment's ``triggers``."""
+    import uuid
+
     keys = []
-    for number, spec in enumerate(specs, start=1):
-        trigger = adapter.validate_python({"name": f"{deployment_name}__automation_{number}", **spec})
+    for trigger in deployment_triggers(deployment_name, specs):
         trigger.set_deployment_id(uuid.UUID(int=0))
         keys.append(_trigger_key(trigger.as_automation()))
     return sorted(keys, key=repr)

@@ -287,8 +287,8 @@ def test_serve_registers_both_deployments_and_runs_a_flow_run(
         try:  # the trigger prefect.yaml declares, under the served deployment's name
             specs = yaml.safe_load((REPO / setup.PREFECT_FILE).read_text())["deployments"]
             (yaml_trigger,) = next(d for d in specs if d["name"] == "on-completion")["triggers"]
-            wanted = {**yaml_trigger, "name": "fetch-run-input/on-completion-serve"}
-            assert setup._current_triggers(client, on_completion.id) == setup._wanted_triggers("", [wanted])
+            wanted = setup._wanted_triggers("fetch-run-input/on-completion-serve", [yaml_trigger])
+            assert setup._current_triggers(client, on_completion.id) == wanted
         finally:  # or the deployments' tests that follow would see each event start a served run too
             client.delete_resource_owned_automations(f"prefect.deployment.{on_completion.id}")
         flow_run = client.create_flow_run_from_deployment(fetch.id, parameters={"run_id": SERVED_RUN_ID})
