@@ -334,12 +334,16 @@ def _wait_for_flow_runs(
             logger.error(
                 "Chunk %s did not finish within %g s (still %s): cancelling it", names[child_id], timeout_s, state
             )
-            client.set_flow_run_state(
-                child_id, Cancelling(message=f"the audit stopped waiting for it after {timeout_s:g} s")
-            )
+            try:
+                client.set_flow_run_state(
+                    child_id, Cancelling(message=f"the audit stopped waiting for it after {timeout_s:g} s")
+                )
+            except Exception as error:  # the summary of the other chunks matters more than this chunk's state
+                logger.warning("Chunk %s could not be cancelled: %s", names[child_id], error)
             endings[child_id] = (
                 f"chunk flow run {names[child_id]} did not finish within {timeout_s:g} s (still {state}; cancelled)"
             )
+            progress.advance(len(children[child_id]))  # its runs are settled too, as failures
     return endings
 
 

@@ -71,7 +71,12 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
     """A chunk that never runs (no worker for its deployment) holds the audit no longer than its timeout: the
     audit ends Failed naming each run as not fetched, and the chunk's flow run is cancelled, not left to run later."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterDeploymentId,
+    )
 
     slug, _ = storage
     name = f"unserved-{uuid.uuid4().hex[:8]}"
@@ -99,3 +104,9 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
             flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
         )
     assert len(chunks) == 2 and all(run.state is not None and run.state.is_cancelled() for run in chunks)
+    with get_client(sync_client=True) as client:
+        made = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    (progress,) = [artifact for artifact in made if artifact.type == "progress"]
+    assert progress.data == 100.0  # the runs of the cancelled chunks are settled, as failures
