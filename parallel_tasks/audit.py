@@ -17,7 +17,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from prefect import get_run_logger, unmapped
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
@@ -59,6 +59,8 @@ BATCHES_PER_SLOT = 3
 """By default the runs are cut into ``PARALLEL_BATCHES * BATCHES_PER_SLOT`` batches: a whole number of batches per
 slot, so the last ones do not run alone on a fraction of the concurrency while the other slots sit idle."""
 CHUNK_POLL_SECONDS = 2.0
+FLOW_RUNS_PER_READ = 200
+"""A Prefect server answers at most this many flow runs a request by default: the chunks are read a page at a time."""
 DEFAULT_CHUNK_TIMEOUT_S = 6 * 3600.0
 """How long an audit in chunks waits for its chunks by default: hours of work, but never forever (a chunk no
 worker takes would otherwise hold the parent, and its worker slot, without end)."""
@@ -322,7 +324,7 @@ def _wait_for_flow_runs(
         while len(endings) < len(children) and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(CHUNK_POLL_SECONDS, remaining))
             pending = [i for i in children if i not in endings]
-            for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=pending))):
+            for run in _read_flow_runs(client, pending):
                 state = (run.state.name if run.state else None) or "unknown"
                 last_seen[run.id] = state
                 if run.state is not None and run.state.is_final():
@@ -345,6 +347,16 @@ def _wait_for_flow_runs(
             )
             progress.advance(len(children[child_id]))  # its runs are settled too, as failures
     return endings
+
+
+def _read_flow_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[FlowRun]:
+    """These flow runs, read a page at a time (a server answers at most a page a request)."""
+    pages = [ids[i : i + FLOW_RUNS_PER_READ] for i in range(0, len(ids), FLOW_RUNS_PER_READ)]
+    return [
+        run
+        for page in pages
+        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)))
+    ]
 
 
 async def _gather_outcomes(

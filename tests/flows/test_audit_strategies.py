@@ -110,3 +110,39 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
         )
     (progress,) = [artifact for artifact in made if artifact.type == "progress"]
     assert progress.data == 100.0  # the runs of the cancelled chunks are settled, as failures
+
+
+def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(prefect_harness: None) -> None:
+    """A server answers at most 200 flow runs a request: with 200 chunks still waiting ahead of it, the 201st,
+    finished, must still be seen as finished, not cancelled as unfinished at the timeout."""
+    import logging
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Scheduled
+
+    from parallel_tasks.audit import _wait_for_flow_runs
+    from parallel_tasks.publishing import AuditProgress
+
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(
+            flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"paged-{uuid.uuid4().hex[:8]}"
+        )
+        waiting = [client.create_flow_run_from_deployment(deployment_id, state=Scheduled()) for _ in range(200)]
+        finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
+    runs = [*waiting, finished]
+
+    @flow
+    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:  # the progress bar is an artifact of a flow run
+        logger = logging.getLogger("test")
+        return _wait_for_flow_runs(
+            {run.id: [f"trun_{n:032x}"] for n, run in enumerate(runs)},
+            {run.id: run.name for run in runs},
+            logger,
+            AuditProgress(len(runs), logger),
+            timeout_s=0.5,
+        )
+
+    endings = audit_waiting_for_its_chunks()
+    assert endings[finished.id] == f"chunk flow run {finished.name} ended Completed"
+    assert all("did not finish within 0.5 s (still Scheduled; cancelled)" in endings[run.id] for run in waiting)
