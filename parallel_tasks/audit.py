@@ -342,9 +342,7 @@ def _wait_for_flow_runs(
                 )
             except Exception as error:  # the summary of the other chunks matters more than this chunk's state
                 logger.warning("Chunk %s could not be cancelled: %s", names[child_id], error)
-            endings[child_id] = (
-                f"chunk flow run {names[child_id]} did not finish within {timeout_s:g} s (still {state}; cancelled)"
-            )
+            endings[child_id] = f"chunk flow run {names[child_id]} was cancelled, still {state} after {timeout_s:g} s"
             progress.advance(len(children[child_id]))  # its runs are settled too, as failures
     return endings
 
