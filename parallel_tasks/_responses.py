@@ -162,10 +162,12 @@ def parse_error_body(body: bytes, headers: Headers) -> tuple[str | None, str, di
     return None, describe_body(body, headers), None
 
 
-# What a number that overflows a float looks like (1e400, 400 digits before the point): only a body
-# that has one is parsed a second time. Two searches: one pattern with both alternatives costs twice as much.
+# What a number that overflows a float looks like: an exponent of 100 or more (1e400), or else, with an exponent
+# of at most 99, 210 digits or more before the point (a float ends near 1.8e308). Only a body that has one is
+# parsed a second time. Two searches: one pattern with both alternatives costs twice as much.
 _LARGE_EXPONENT = re.compile(rb"[0-9][eE]\+?0*[1-9][0-9]{2}")
-_LONG_DIGITS = re.compile(rb"[0-9]{300}")
+_LONG_DIGITS_COUNT = 200
+_LONG_DIGITS = re.compile(rb"[0-9]{%d}" % _LONG_DIGITS_COUNT)
 
 
 def _may_hold_non_finite(body: bytes) -> bool:
@@ -175,7 +177,7 @@ def _may_hold_non_finite(body: bytes) -> bool:
         b"NaN" in body
         or b"Infinity" in body
         or _LARGE_EXPONENT.search(body) is not None
-        or (len(body) >= 300 and _LONG_DIGITS.search(body) is not None)
+        or (len(body) >= _LONG_DIGITS_COUNT and _LONG_DIGITS.search(body) is not None)
     )
 
 
