@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +21,7 @@ from prefect import get_run_logger, unmapped
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun, State
+from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, as_completed
@@ -60,7 +62,7 @@ BATCHES_PER_SLOT = 3
 slot, so the last ones do not run alone on a fraction of the concurrency while the other slots sit idle."""
 CHUNK_POLL_SECONDS = 2.0
 FLOW_RUNS_PER_READ = 200
-"""A Prefect server answers at most this many flow runs a request by default: the chunks are read a page at a time."""
+"""Flow run ids asked for in one request (a server answers at most its own limit a request, 200 by default)."""
 DEFAULT_CHUNK_TIMEOUT_S = 6 * 3600.0
 """How long an audit in chunks waits for its chunks by default: hours of work, but never forever (a chunk no
 worker takes would otherwise hold the parent, and its worker slot, without end)."""
@@ -315,46 +317,100 @@ def _wait_for_flow_runs(
     children: dict[UUID, list[str]], names: dict[UUID, str], logger: Any, progress: AuditProgress, timeout_s: float
 ) -> dict[UUID, str]:
     """Poll until every flow run is in a final state or ``timeout_s`` has passed, logging and moving the progress
-    bar as chunks finish; cancel the ones still unfinished then. Returns how each chunk ended, as a failure of
-    one of its runs would say it: ``chunk flow run <name> ended Completed``."""
+    bar as chunks finish; cancel the ones still unfinished then. A poll that fails (the server restarting) is
+    tried again at the next one. Returns how each chunk ended, as a failure of one of its runs says it:
+    ``chunk flow run <name> ended Completed``."""
     endings: dict[UUID, str] = {}
     last_seen: dict[UUID, str] = {}
     deadline = time.monotonic() + timeout_s
+    polls_failing = False
     with get_client(sync_client=True) as client:
         while len(endings) < len(children) and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(CHUNK_POLL_SECONDS, remaining))
-            pending = [i for i in children if i not in endings]
-            for run in _read_flow_runs(client, pending):
+            try:
+                runs = _read_flow_runs(client, [i for i in children if i not in endings])
+            except Exception as error:
+                if not polls_failing:
+                    logger.warning("Could not read the chunks' flow runs, asking again until the deadline: %s", error)
+                polls_failing = True
+                continue
+            polls_failing = False
+            for run in runs:
                 state = (run.state.name if run.state else None) or "unknown"
                 last_seen[run.id] = state
                 if run.state is not None and run.state.is_final():
                     endings[run.id] = f"chunk flow run {run.name} ended {state}"
                     progress.advance(len(children[run.id]))
                     logger.info("Chunk %s finished: %s (%d/%d)", run.name, state, len(endings), len(children))
-        for child_id in [i for i in children if i not in endings]:
-            state = last_seen.get(child_id, "unknown")
-            logger.error(
-                "Chunk %s did not finish within %g s (still %s): cancelling it", names[child_id], timeout_s, state
-            )
-            try:
-                client.set_flow_run_state(
-                    child_id, Cancelling(message=f"the audit stopped waiting for it after {timeout_s:g} s")
-                )
-            except Exception as error:  # the summary of the other chunks matters more than this chunk's state
-                logger.warning("Chunk %s could not be cancelled: %s", names[child_id], error)
-            endings[child_id] = f"chunk flow run {names[child_id]} was cancelled, still {state} after {timeout_s:g} s"
-            progress.advance(len(children[child_id]))  # its runs are settled too, as failures
+        unfinished = [i for i in children if i not in endings]
+        if unfinished:
+            waited = _duration(timeout_s)
+            endings.update(_cancel(client, {i: names[i] for i in unfinished}, last_seen, waited, logger))
+            progress.advance(sum(len(children[i]) for i in unfinished))  # their runs are settled too, as failures
     return endings
 
 
+def _cancel(
+    client: SyncPrefectClient, names: dict[UUID, str], last_seen: dict[UUID, str], waited: str, logger: Any
+) -> dict[UUID, str]:
+    """Cancel the chunks the audit stopped waiting for; how each ended. A chunk that finished in the meantime
+    keeps its own ending; after the first error the others are not tried (the server is likely away)."""
+    endings: dict[UUID, str] = {}
+    counts: Counter[str] = Counter()
+    error: Exception | None = None
+    for child_id, name in names.items():
+        still = f"still {last_seen.get(child_id, 'unknown')} after {waited}"
+        ending, kind = f"chunk flow run {name} was {still} and could not be cancelled", "could not be cancelled"
+        if error is None:
+            try:
+                result: OrchestrationResult[Any] = client.set_flow_run_state(
+                    child_id, Cancelling(message=f"the audit stopped waiting for it after {waited}")
+                )
+                if result.status != SetStateStatus.ABORT:  # accepted, or made Cancelled by the server
+                    ending, kind = f"chunk flow run {name} was cancelled, {still}", "cancelled"
+                elif (state := client.read_flow_run(child_id).state) is not None and state.is_final():
+                    ending, kind = f"chunk flow run {name} ended {state.name}", "finished meanwhile"
+            except Exception as caught:
+                error = caught
+        endings[child_id] = ending
+        counts[kind] += 1
+    first = list(names.values())[:5]
+    logger.error(
+        "Stopped waiting for %d chunks after %s (%s%s): %s%s",
+        len(names),
+        waited,
+        ", ".join(first),
+        ", ..." if len(names) > len(first) else "",
+        ", ".join(f"{count} {kind}" for kind, count in counts.items()),
+        f" ({type(error).__name__}: {error})" if error else "",
+    )
+    return endings
+
+
+def _duration(seconds: float) -> str:
+    """A timeout as a person reads it: ``90 s``, ``45 min``, ``6 h``."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
 def _read_flow_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[FlowRun]:
-    """These flow runs, read a page at a time (a server answers at most a page a request)."""
-    pages = [ids[i : i + FLOW_RUNS_PER_READ] for i in range(0, len(ids), FLOW_RUNS_PER_READ)]
-    return [
-        run
-        for page in pages
-        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)))
-    ]
+    """These flow runs, asked for a page of ids at a time and read until the server has none left to give (it
+    answers at most its own limit a request, 200 unless configured)."""
+    runs: list[FlowRun] = []
+    for start in range(0, len(ids), FLOW_RUNS_PER_READ):
+        page = ids[start : start + FLOW_RUNS_PER_READ]
+        got: list[FlowRun] = []
+        while len(got) < len(page):
+            wanted = FlowRunFilter(id=FlowRunFilterId(any_=page))
+            more = client.read_flow_runs(flow_run_filter=wanted, offset=len(got))
+            if not more:
+                break
+            got += more
+        runs += got
+    return runs
 
 
 async def _gather_outcomes(

@@ -5,6 +5,7 @@ from parallel_tasks.flows import audit_run_inputs, fetch_run_input
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 from prefect import flow, get_run_logger
@@ -142,8 +143,8 @@ def audit_run_inputs(
         raise ValueError("No run ids to audit: pass run_ids or run_ids_file")
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}")
-    if not chunk_timeout_seconds > 0:
-        raise ValueError(f"chunk_timeout_seconds must be positive, got {chunk_timeout_seconds}")
+    if not (math.isfinite(chunk_timeout_seconds) and chunk_timeout_seconds > 0):
+        raise ValueError(f"chunk_timeout_seconds must be a positive number of seconds, got {chunk_timeout_seconds}")
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
     if chunk_size is not None and len(distinct) > chunk_size:

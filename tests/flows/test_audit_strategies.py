@@ -112,10 +112,17 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
     assert progress.data == 100.0  # the runs of the cancelled chunks are settled, as failures
 
 
-def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(prefect_harness: None) -> None:
-    """A server answers at most 200 flow runs a request: with 200 chunks still waiting ahead of it, the 201st,
-    finished, must still be seen as finished, not cancelled as unfinished at the timeout."""
+def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server answers at most its limit of flow runs a request (200 here; fewer ids are asked for at once than
+    that, but a server may be configured lower): with 200 chunks still waiting ahead of it, the 201st, finished,
+    must still be seen as finished, not cancelled as unfinished at the timeout."""
     import logging
+
+    from parallel_tasks import audit
+
+    monkeypatch.setattr(audit, "FLOW_RUNS_PER_READ", 1000)  # more ids in a request than the server answers
 
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -128,8 +135,9 @@ def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(pre
         deployment_id = client.create_deployment(
             flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"paged-{uuid.uuid4().hex[:8]}"
         )
-        waiting = [client.create_flow_run_from_deployment(deployment_id, state=Scheduled()) for _ in range(200)]
+        # The server answers newest first: the finished run, made first, is the one past the first 200.
         finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
+        waiting = [client.create_flow_run_from_deployment(deployment_id, state=Scheduled()) for _ in range(200)]
     runs = [*waiting, finished]
 
     @flow
@@ -146,3 +154,87 @@ def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(pre
     endings = audit_waiting_for_its_chunks()
     assert endings[finished.id] == f"chunk flow run {finished.name} ended Completed"
     assert all("was cancelled, still Scheduled after 0.5 s" in endings[run.id] for run in waiting)
+
+
+def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then_keeps_its_ending(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Polls that fail (the server restarting) are tried again until the deadline, never ending the audit; then
+    a chunk that finished unseen keeps its ending (cancelling it is refused), and one still waiting is cancelled."""
+    import logging
+
+    import httpx
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Scheduled
+
+    from parallel_tasks import audit
+    from parallel_tasks.publishing import AuditProgress
+
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(
+            flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"away-{uuid.uuid4().hex[:8]}"
+        )
+        finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
+        waiting = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
+    polls: list[int] = []
+
+    def server_away(client: object, ids: list[uuid.UUID]) -> list[FlowRun]:
+        polls.append(len(ids))
+        raise httpx.ConnectError("All connection attempts failed")
+
+    monkeypatch.setattr(audit, "_read_flow_runs", server_away)
+
+    @flow
+    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:
+        logger = logging.getLogger("test")
+        return audit._wait_for_flow_runs(
+            {finished.id: ["trun_a"], waiting.id: ["trun_b"]},
+            {finished.id: finished.name, waiting.id: waiting.name},
+            logger,
+            AuditProgress(2, logger),
+            timeout_s=0.5,
+        )
+
+    endings = audit_waiting_for_its_chunks()
+    assert polls  # it did ask, and kept going when asking failed
+    assert endings[finished.id] == f"chunk flow run {finished.name} ended Completed"
+    assert endings[waiting.id] == f"chunk flow run {waiting.name} was cancelled, still unknown after 0.5 s"
+
+
+def test_after_a_failed_cancel_the_other_chunks_are_not_tried_and_say_so() -> None:
+    """With the server away, cancelling thousands of chunks one by one would run far past the deadline."""
+    import logging
+
+    from parallel_tasks.audit import _cancel
+
+    attempts: list[uuid.UUID] = []
+
+    class ServerAway:
+        def set_flow_run_state(self, flow_run_id: uuid.UUID, state: object) -> object:
+            attempts.append(flow_run_id)
+            raise ConnectionError("the server is away")
+
+    names = {uuid.uuid4(): f"audit-chunk-{n}-of-3" for n in range(1, 4)}
+    endings = _cancel(ServerAway(), names, {}, "6 h", logging.getLogger("test"))  # type: ignore[arg-type]
+    assert len(attempts) == 1
+    assert [endings[i] for i in names] == [
+        f"chunk flow run {name} was still unknown after 6 h and could not be cancelled" for name in names.values()
+    ]
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0.5, "0.5 s"), (90, "90 s"), (2700, "45 min"), (21600, "6 h")])
+def test_a_timeout_reads_as_a_duration(seconds: float, shown: str) -> None:
+    from parallel_tasks.audit import _duration
+
+    assert _duration(seconds) == shown
+
+
+@pytest.mark.parametrize("seconds", [0, -1, float("inf"), float("nan")])
+def test_a_chunk_timeout_must_be_a_positive_number_of_seconds(credentials_block: str, seconds: float) -> None:
+    state = audit_run_inputs(
+        run_ids=["trun_a"], credentials_block=credentials_block, chunk_timeout_seconds=seconds, return_state=True
+    )
+    assert state.is_failed()
+    with pytest.raises(ValueError, match="chunk_timeout_seconds must be a positive number of seconds"):
+        state.result()
