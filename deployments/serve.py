@@ -35,9 +35,11 @@ PREFECT_FILE = REPO / "deployments" / "prefect.yaml"
 
 
 def on_completion_triggers(deployment_name: str) -> list[Any]:
-    """The triggers of prefect.yaml's ``on-completion`` deployment (their one definition), for ``deployment_name``."""
+    """The triggers of prefect.yaml's ``on-completion`` deployment (their one definition), renamed for
+    ``deployment_name`` so that the served deployment's automations are told apart from the deployed ones."""
     (spec,) = [d for d in yaml.safe_load(PREFECT_FILE.read_text())["deployments"] if d["name"] == "on-completion"]
-    return deployment_triggers(deployment_name, spec["triggers"])
+    unnamed = [{key: value for key, value in trigger.items() if key != "name"} for trigger in spec["triggers"]]
+    return deployment_triggers(deployment_name, unnamed)
 
 
 def deployments() -> list[RunnerDeployment]:

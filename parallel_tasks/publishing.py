@@ -329,7 +329,11 @@ def publish_audit(summary: AuditSummary, records: Sequence[RunInputRecord], *, p
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     description = f"Audit of Parallel run inputs: {summary.describe()}"
-    listed = f"; the table lists {len(summary.rows):,} of them, problems first" if summary.rows_left_out else ""
+    listed = (
+        f"; the table lists {len(summary.rows):,} of the {summary.total:,} runs, problems first"
+        if summary.rows_left_out
+        else ""
+    )
     create_table_artifact(summary.rows, key=SUMMARY_ARTIFACT_KEY, description=description + listed)
     link = artifact_link if per_run_artifacts else None
     create_markdown_artifact(audit_markdown(summary, records, link), key=AUDIT_REPORT_KEY, description=description)

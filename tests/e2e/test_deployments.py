@@ -284,10 +284,12 @@ def test_serve_registers_both_deployments_and_runs_a_flow_run(
         nightly = client.read_deployment_by_name("audit-run-inputs/nightly-serve")
         assert nightly.schedules[0].schedule.model_dump()["cron"] == "0 2 * * *"
         on_completion = client.read_deployment_by_name("fetch-run-input/on-completion-serve")
-        try:  # the trigger prefect.yaml declares, under the served deployment's name
+        try:  # the trigger prefect.yaml declares, named after the served deployment
             specs = yaml.safe_load((REPO / setup.PREFECT_FILE).read_text())["deployments"]
             (yaml_trigger,) = next(d for d in specs if d["name"] == "on-completion")["triggers"]
-            wanted = setup._wanted_triggers("fetch-run-input/on-completion-serve", [yaml_trigger])
+            unnamed = {key: value for key, value in yaml_trigger.items() if key != "name"}
+            wanted = setup._wanted_triggers("fetch-run-input/on-completion-serve", [unnamed])
+            assert [key["name"] for key in wanted] == ["fetch-run-input/on-completion-serve__automation_1"]
             assert setup._current_triggers(client, on_completion.id) == wanted
         finally:  # or the deployments' tests that follow would see each event start a served run too
             client.delete_resource_owned_automations(f"prefect.deployment.{on_completion.id}")

@@ -450,6 +450,6 @@ def test_a_capped_summary_table_says_so_where_people_see_it() -> None:
     state = publish(return_state=True)
     (table,) = [a for a in artifacts(SUMMARY_ARTIFACT_KEY) if a.flow_run_id == flow_run_id(state)]
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
-    assert len(rows) == 2 and "; the table lists 2 of them, problems first" in (table.description or "")
+    assert len(rows) == 2 and "; the table lists 2 of the 3 runs, problems first" in (table.description or "")
     (report,) = [a for a in artifacts(AUDIT_REPORT_KEY) if a.flow_run_id == flow_run_id(state)]
     assert "The summary table lists 2 of the 3 runs, problems first; left out: 1 failed." in str(report.data)
