@@ -304,7 +304,7 @@ def audit_in_chunks(
             timeout=0,
         )
         children[child.id], names[child.id] = chunk, child.name
-    logger.info("Started %d chunk flow runs of %s (%d runs each)", len(chunks), deployment, chunk_size)
+    logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(chunks), deployment, chunk_size)
     progress = AuditProgress(len(run_ids), logger)
     endings = _wait_for_flow_runs(children, names, logger, progress, timeout_s)
     records = run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url))
