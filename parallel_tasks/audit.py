@@ -20,10 +20,11 @@ from uuid import UUID
 from prefect import get_run_logger, unmapped
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun, State
-from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
+from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.client.schemas.responses import OrchestrationResult
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Cancelling
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
@@ -318,17 +319,23 @@ def _wait_for_flow_runs(
 ) -> dict[UUID, str]:
     """Poll until every flow run is in a final state or ``timeout_s`` has passed, logging and moving the progress
     bar as chunks finish; cancel the ones still unfinished then. A poll that fails (the server restarting) is
-    tried again at the next one. Returns how each chunk ended, as a failure of one of its runs says it:
-    ``chunk flow run <name> ended Completed``."""
+    tried again at the next one; a chunk the server no longer has was deleted. Returns how each chunk ended, as
+    a failure of one of its runs says it: ``chunk flow run <name> ended Completed``."""
     endings: dict[UUID, str] = {}
     last_seen: dict[UUID, str] = {}
-    deadline = time.monotonic() + timeout_s
     polls_failing = False
+
+    def settle(child_id: UUID, ending: str) -> None:
+        endings[child_id] = ending
+        progress.advance(len(children[child_id]))
+
     with get_client(sync_client=True) as client:
+        deadline = time.monotonic() + timeout_s
         while len(endings) < len(children) and (remaining := deadline - time.monotonic()) > 0:
             time.sleep(min(CHUNK_POLL_SECONDS, remaining))
+            pending = [i for i in children if i not in endings]
             try:
-                runs = _read_flow_runs(client, [i for i in children if i not in endings])
+                runs = _read_flow_runs(client, pending)
             except Exception as error:
                 if not polls_failing:
                     logger.warning("Could not read the chunks' flow runs, asking again until the deadline: %s", error)
@@ -339,14 +346,15 @@ def _wait_for_flow_runs(
                 state = (run.state.name if run.state else None) or "unknown"
                 last_seen[run.id] = state
                 if run.state is not None and run.state.is_final():
-                    endings[run.id] = f"chunk flow run {run.name} ended {state}"
-                    progress.advance(len(children[run.id]))
+                    settle(run.id, f"chunk flow run {run.name} ended {state}")
                     logger.info("Chunk %s finished: %s (%d/%d)", run.name, state, len(endings), len(children))
-        unfinished = [i for i in children if i not in endings]
+            for child_id in set(pending) - {run.id for run in runs}:  # a whole read that did not return it
+                settle(child_id, f"chunk flow run {names[child_id]} was deleted")
+                logger.warning("Chunk %s was deleted before it finished", names[child_id])
+        unfinished = {i: names[i] for i in children if i not in endings}
         if unfinished:
-            waited = _duration(timeout_s)
-            endings.update(_cancel(client, {i: names[i] for i in unfinished}, last_seen, waited, logger))
-            progress.advance(sum(len(children[i]) for i in unfinished))  # their runs are settled too, as failures
+            for child_id, ending in _cancel(client, unfinished, last_seen, _duration(timeout_s), logger).items():
+                settle(child_id, ending)  # their runs are settled too, as failures
     return endings
 
 
@@ -359,19 +367,17 @@ def _cancel(
     counts: Counter[str] = Counter()
     error: Exception | None = None
     for child_id, name in names.items():
-        still = f"still {last_seen.get(child_id, 'unknown')} after {waited}"
-        ending, kind = f"chunk flow run {name} was {still} and could not be cancelled", "could not be cancelled"
+        seen = last_seen.get(child_id)
+        still = f"still {seen} after {waited}" if seen else f"not seen finished in {waited}"
+        ending, kind = f"chunk flow run {name} was {still}; not cancelled, after an error", "not cancelled"
         if error is None:
             try:
-                result: OrchestrationResult[Any] = client.set_flow_run_state(
-                    child_id, Cancelling(message=f"the audit stopped waiting for it after {waited}")
-                )
-                if result.status != SetStateStatus.ABORT:  # accepted, or made Cancelled by the server
-                    ending, kind = f"chunk flow run {name} was cancelled, {still}", "cancelled"
-                elif (state := client.read_flow_run(child_id).state) is not None and state.is_final():
-                    ending, kind = f"chunk flow run {name} ended {state.name}", "finished meanwhile"
+                ending, kind = _cancel_one(client, child_id, name, still, waited)
+            except ObjectNotFound:
+                ending, kind = f"chunk flow run {name} was deleted", "deleted"
             except Exception as caught:
                 error = caught
+                ending, kind = f"chunk flow run {name} was {still} and could not be cancelled", "not cancelled"
         endings[child_id] = ending
         counts[kind] += 1
     first = list(names.values())[:5]
@@ -387,13 +393,33 @@ def _cancel(
     return endings
 
 
+def _cancel_one(client: SyncPrefectClient, child_id: UUID, name: str, still: str, waited: str) -> tuple[str, str]:
+    """Ask the server to cancel one chunk: a Scheduled one is Cancelled at once, a running one Cancelling (its
+    worker stops it), a finished one keeps its state. Returns its ending and the kind of outcome."""
+    result: OrchestrationResult[Any] = client.set_flow_run_state(
+        child_id, Cancelling(message=f"the audit stopped waiting for it after {waited}")
+    )
+    now = result.state.type if result.state else None
+    if now == StateType.CANCELLED:
+        return f"chunk flow run {name} was cancelled, {still}", "cancelled"
+    if now == StateType.CANCELLING:
+        return f"chunk flow run {name} was {still} and is being cancelled", "being cancelled"
+    state = client.read_flow_run(child_id).state
+    if state is not None and state.is_final():
+        return f"chunk flow run {name} ended {state.name}", "finished meanwhile"
+    reason = getattr(result.details, "reason", None)
+    return f"chunk flow run {name} was {still} and could not be cancelled ({reason or result.status.value})", (
+        "not cancelled"
+    )
+
+
 def _duration(seconds: float) -> str:
-    """A timeout as a person reads it: ``90 s``, ``45 min``, ``6 h``."""
+    """A timeout as a person reads it: ``90 s``, ``45 min``, ``6 h``, ``1,111.1 h``."""
     if seconds < 120:
         return f"{seconds:.3g} s"
     if seconds < 2 * 3600:
         return f"{seconds / 60:.3g} min"
-    return f"{seconds / 3600:.3g} h"
+    return f"{seconds / 3600:,.1f}".removesuffix(".0") + " h"
 
 
 def _read_flow_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[FlowRun]:

@@ -356,12 +356,16 @@ class AuditProgress:
         return progress_text(self.done, self.total)
 
     def advance(self, runs: int) -> None:
-        """``runs`` more runs are done: move the bar."""
+        """``runs`` more runs are done: move the bar. A bar the server could not move is logged, never raised:
+        it must not end an audit whose records are being written."""
         from prefect.artifacts import update_progress_artifact
 
         self.done = min(self.total, self.done + runs)
         update = cast(Any, update_progress_artifact)
-        update(self._id, 100.0 * self.done / max(1, self.total), description=self._description(), _sync=True)
+        try:
+            update(self._id, 100.0 * self.done / max(1, self.total), description=self._description(), _sync=True)
+        except Exception as error:
+            self._logger.warning("Could not move the progress bar to %s: %s", self._description(), error)
 
     def name_problems(self, records: Iterable[RunInputRecord]) -> None:
         """Log each problem run among ``records`` (up to the cap)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect.client.schemas.objects import FlowRun
@@ -139,6 +140,14 @@ def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(
         finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
         waiting = [client.create_flow_run_from_deployment(deployment_id, state=Scheduled()) for _ in range(200)]
     runs = [*waiting, finished]
+    offered_to_cancel: list[uuid.UUID] = []
+    cancel = audit._cancel
+
+    def watched_cancel(client: Any, names: dict[uuid.UUID, str], *args: Any) -> dict[uuid.UUID, str]:
+        offered_to_cancel.extend(names)
+        return cancel(client, names, *args)
+
+    monkeypatch.setattr(audit, "_cancel", watched_cancel)
 
     @flow
     def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:  # the progress bar is an artifact of a flow run
@@ -148,12 +157,13 @@ def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(
             {run.id: run.name for run in runs},
             logger,
             AuditProgress(len(runs), logger),
-            timeout_s=0.5,
+            timeout_s=1.0,
         )
 
     endings = audit_waiting_for_its_chunks()
     assert endings[finished.id] == f"chunk flow run {finished.name} ended Completed"
-    assert all("was cancelled, still Scheduled after 0.5 s" in endings[run.id] for run in waiting)
+    assert sorted(offered_to_cancel) == sorted(run.id for run in waiting)  # the finished one was seen by a poll
+    assert all("was cancelled, still Scheduled after 1 s" in endings[run.id] for run in waiting)
 
 
 def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then_keeps_its_ending(
@@ -166,7 +176,8 @@ def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then
     import httpx
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.states import Completed, Scheduled
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Completed, Running, Scheduled
 
     from parallel_tasks import audit
     from parallel_tasks.publishing import AuditProgress
@@ -177,6 +188,10 @@ def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then
         )
         finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
         waiting = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
+        running = client.create_flow_run_from_deployment(deployment_id, state=Running())
+        deleted = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
+        client.delete_flow_run(deleted.id)
+    chunks = [finished, waiting, running, deleted]
     polls: list[int] = []
 
     def server_away(client: object, ids: list[uuid.UUID]) -> list[FlowRun]:
@@ -189,41 +204,90 @@ def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then
     def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:
         logger = logging.getLogger("test")
         return audit._wait_for_flow_runs(
-            {finished.id: ["trun_a"], waiting.id: ["trun_b"]},
-            {finished.id: finished.name, waiting.id: waiting.name},
+            {chunk.id: [f"trun_{n}"] for n, chunk in enumerate(chunks)},
+            {chunk.id: chunk.name for chunk in chunks},
             logger,
-            AuditProgress(2, logger),
-            timeout_s=0.5,
+            AuditProgress(len(chunks), logger),
+            timeout_s=1.0,
         )
 
     endings = audit_waiting_for_its_chunks()
     assert polls  # it did ask, and kept going when asking failed
-    assert endings[finished.id] == f"chunk flow run {finished.name} ended Completed"
-    assert endings[waiting.id] == f"chunk flow run {waiting.name} was cancelled, still unknown after 0.5 s"
+    assert endings == {
+        finished.id: f"chunk flow run {finished.name} ended Completed",  # cancelling it was refused
+        waiting.id: f"chunk flow run {waiting.name} was cancelled, not seen finished in 1 s",
+        running.id: f"chunk flow run {running.name} was not seen finished in 1 s and is being cancelled",
+        deleted.id: f"chunk flow run {deleted.name} was deleted",
+    }
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(running.id).state.type == StateType.CANCELLING  # its worker stops it
+
+
+def test_a_chunk_deleted_while_the_audit_waits_ends_the_wait_for_it(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk the server no longer has will never finish: the audit stops waiting for it at once."""
+    import logging
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from parallel_tasks import audit
+    from parallel_tasks.publishing import AuditProgress
+
+    with get_client(sync_client=True) as client:
+        deployment_id = client.create_deployment(
+            flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"deleted-{uuid.uuid4().hex[:8]}"
+        )
+        deleted = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
+        client.delete_flow_run(deleted.id)
+    monkeypatch.setattr(audit, "_cancel", lambda *args: pytest.fail("nothing is left to cancel"))
+
+    @flow
+    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:
+        logger = logging.getLogger("test")
+        return audit._wait_for_flow_runs(
+            {deleted.id: ["trun_a"]}, {deleted.id: deleted.name}, logger, AuditProgress(1, logger), timeout_s=3600
+        )
+
+    assert audit_waiting_for_its_chunks() == {deleted.id: f"chunk flow run {deleted.name} was deleted"}
 
 
 def test_after_a_failed_cancel_the_other_chunks_are_not_tried_and_say_so() -> None:
     """With the server away, cancelling thousands of chunks one by one would run far past the deadline."""
     import logging
 
+    from prefect.exceptions import ObjectNotFound
+
     from parallel_tasks.audit import _cancel
 
     attempts: list[uuid.UUID] = []
+    names = {uuid.uuid4(): f"audit-chunk-{n}-of-4" for n in range(1, 5)}
+    gone, away, *untried = names
 
-    class ServerAway:
+    class ServerGoingAway:
         def set_flow_run_state(self, flow_run_id: uuid.UUID, state: object) -> object:
             attempts.append(flow_run_id)
+            if flow_run_id == gone:
+                raise ObjectNotFound(http_exc=Exception("404"))  # deleted: the next one is still tried
             raise ConnectionError("the server is away")
 
-    names = {uuid.uuid4(): f"audit-chunk-{n}-of-3" for n in range(1, 4)}
-    endings = _cancel(ServerAway(), names, {}, "6 h", logging.getLogger("test"))  # type: ignore[arg-type]
-    assert len(attempts) == 1
+    last_seen = {away: "Running", untried[0]: "Pending"}
+    endings = _cancel(ServerGoingAway(), names, last_seen, "6 h", logging.getLogger("test"))  # type: ignore[arg-type]
+    assert attempts == [gone, away]
     assert [endings[i] for i in names] == [
-        f"chunk flow run {name} was still unknown after 6 h and could not be cancelled" for name in names.values()
+        "chunk flow run audit-chunk-1-of-4 was deleted",
+        "chunk flow run audit-chunk-2-of-4 was still Running after 6 h and could not be cancelled",
+        "chunk flow run audit-chunk-3-of-4 was still Pending after 6 h; not cancelled, after an error",
+        "chunk flow run audit-chunk-4-of-4 was not seen finished in 6 h; not cancelled, after an error",
     ]
 
 
-@pytest.mark.parametrize(("seconds", "shown"), [(0.5, "0.5 s"), (90, "90 s"), (2700, "45 min"), (21600, "6 h")])
+@pytest.mark.parametrize(
+    ("seconds", "shown"),
+    [(0.5, "0.5 s"), (90, "90 s"), (2700, "45 min"), (21600, "6 h"), (23400, "6.5 h"), (4e6, "1,111.1 h")],
+)
 def test_a_timeout_reads_as_a_duration(seconds: float, shown: str) -> None:
     from parallel_tasks.audit import _duration
 

@@ -453,3 +453,31 @@ def test_a_capped_summary_table_says_so_where_people_see_it() -> None:
     assert len(rows) == 2 and "; the table lists 2 of the 3 runs, problems first" in (table.description or "")
     (report,) = [a for a in artifacts(AUDIT_REPORT_KEY) if a.flow_run_id == flow_run_id(state)]
     assert "The summary table lists 2 of the 3 runs, problems first; left out: 1 failed." in str(report.data)
+
+
+def test_a_progress_bar_the_server_cannot_move_is_logged_not_raised(
+    prefect_harness: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bar is a view of the audit: a server blip while moving it must not end an audit writing records."""
+    import logging
+
+    import httpx
+    import prefect.artifacts
+    from prefect import flow
+
+    from parallel_tasks.publishing import AuditProgress
+
+    def server_blip(*args: Any, **kwargs: Any) -> None:
+        raise httpx.ConnectError("All connection attempts failed")
+
+    @flow
+    def audit_with_a_bar() -> int:
+        progress = AuditProgress(4, logging.getLogger("bar"))
+        monkeypatch.setattr(prefect.artifacts, "update_progress_artifact", server_blip)
+        progress.advance(2)
+        progress.advance(2)
+        return progress.done
+
+    assert audit_with_a_bar() == 4
+    moved = [r.getMessage() for r in caplog.records if r.name == "bar" and r.levelno == logging.WARNING]
+    assert len(moved) == 2 and all("Could not move the progress bar" in m and "connection attempts" in m for m in moved)
