@@ -428,9 +428,9 @@ def _read_flow_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[FlowRun]
     runs: list[FlowRun] = []
     for start in range(0, len(ids), FLOW_RUNS_PER_READ):
         page = ids[start : start + FLOW_RUNS_PER_READ]
+        wanted = FlowRunFilter(id=FlowRunFilterId(any_=page))
         got: list[FlowRun] = []
         while len(got) < len(page):
-            wanted = FlowRunFilter(id=FlowRunFilterId(any_=page))
             more = client.read_flow_runs(flow_run_filter=wanted, offset=len(got))
             if not more:
                 break
