@@ -5,23 +5,51 @@ end-to-end tests)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prefect import flow
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Completed, Crashed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask.task_runners import DaskTaskRunner
 
+from parallel_tasks import audit
 from parallel_tasks.audit import _gather_outcomes, task_runner_from_environment
 from parallel_tasks.flows import audit_run_inputs
+from parallel_tasks.publishing import AuditProgress
 from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.settings import DASK_ENV_VAR
 from parallel_tasks.storage import resolve_storage, store_record
 
 BASE_URL = "https://api.parallel.ai"
+
+
+def unserved_deployment(client: SyncPrefectClient, name: str) -> uuid.UUID:
+    """A deployment of the audit flow that no worker serves: its flow runs stay as they are made."""
+    return client.create_deployment(flow_id=client.create_flow_from_name("audit-run-inputs"), name=name)
+
+
+def wait_in_a_flow(chunks: list[FlowRun], timeout_s: float) -> dict[uuid.UUID, str]:
+    """How an audit waiting for these chunk flow runs (one run id each) sees them end, waiting inside a flow run
+    as an audit does (its progress bar is an artifact of that flow run)."""
+
+    @flow
+    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:
+        logger = logging.getLogger("test")
+        return audit._wait_for_flow_runs(
+            {chunk.id: [f"trun_{n:032x}"] for n, chunk in enumerate(chunks)},
+            {chunk.id: chunk.name for chunk in chunks},
+            logger,
+            AuditProgress(len(chunks), logger),
+            timeout_s=timeout_s,
+        )
+
+    return audit_waiting_for_its_chunks()
 
 
 def test_the_task_runner_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -71,7 +99,6 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
 ) -> None:
     """A chunk that never runs (no worker for its deployment) holds the audit no longer than its timeout: the
     audit ends Failed naming each run as not fetched, and the chunk's flow run is cancelled, not left to run later."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         ArtifactFilter,
         ArtifactFilterFlowRunId,
@@ -82,7 +109,7 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
     slug, _ = storage
     name = f"unserved-{uuid.uuid4().hex[:8]}"
     with get_client(sync_client=True) as client:
-        deployment_id = client.create_deployment(flow_id=client.create_flow_from_name("audit-run-inputs"), name=name)
+        deployment_id = unserved_deployment(client, name)
     run_ids = [f"trun_{n:032x}" for n in range(3)]
 
     state = audit_run_inputs(
@@ -119,27 +146,14 @@ def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(
     """A server answers at most its limit of flow runs a request (200 here; fewer ids are asked for at once than
     that, but a server may be configured lower): with 200 chunks still waiting ahead of it, the 201st, finished,
     must still be seen as finished, not cancelled as unfinished at the timeout."""
-    import logging
-
-    from parallel_tasks import audit
+    from prefect.states import Scheduled
 
     monkeypatch.setattr(audit, "FLOW_RUNS_PER_READ", 1000)  # more ids in a request than the server answers
-
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.states import Completed, Scheduled
-
-    from parallel_tasks.audit import _wait_for_flow_runs
-    from parallel_tasks.publishing import AuditProgress
-
     with get_client(sync_client=True) as client:
-        deployment_id = client.create_deployment(
-            flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"paged-{uuid.uuid4().hex[:8]}"
-        )
+        deployment_id = unserved_deployment(client, f"paged-{uuid.uuid4().hex[:8]}")
         # The server answers newest first: the finished run, made first, is the one past the first 200.
         finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
         waiting = [client.create_flow_run_from_deployment(deployment_id, state=Scheduled()) for _ in range(200)]
-    runs = [*waiting, finished]
     offered_to_cancel: list[uuid.UUID] = []
     cancel = audit._cancel
 
@@ -149,18 +163,7 @@ def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(
 
     monkeypatch.setattr(audit, "_cancel", watched_cancel)
 
-    @flow
-    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:  # the progress bar is an artifact of a flow run
-        logger = logging.getLogger("test")
-        return _wait_for_flow_runs(
-            {run.id: [f"trun_{n:032x}"] for n, run in enumerate(runs)},
-            {run.id: run.name for run in runs},
-            logger,
-            AuditProgress(len(runs), logger),
-            timeout_s=1.0,
-        )
-
-    endings = audit_waiting_for_its_chunks()
+    endings = wait_in_a_flow([*waiting, finished], timeout_s=1.0)
     assert endings[finished.id] == f"chunk flow run {finished.name} ended Completed"
     assert sorted(offered_to_cancel) == sorted(run.id for run in waiting)  # the finished one was seen by a poll
     assert all("was cancelled, still Scheduled after 1 s" in endings[run.id] for run in waiting)
@@ -171,27 +174,17 @@ def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then
 ) -> None:
     """Polls that fail (the server restarting) are tried again until the deadline, never ending the audit; then
     a chunk that finished unseen keeps its ending (cancelling it is refused), and one still waiting is cancelled."""
-    import logging
-
     import httpx
-    from prefect import flow
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
-    from prefect.states import Completed, Running, Scheduled
-
-    from parallel_tasks import audit
-    from parallel_tasks.publishing import AuditProgress
+    from prefect.states import Running, Scheduled
 
     with get_client(sync_client=True) as client:
-        deployment_id = client.create_deployment(
-            flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"away-{uuid.uuid4().hex[:8]}"
-        )
+        deployment_id = unserved_deployment(client, f"away-{uuid.uuid4().hex[:8]}")
         finished = client.create_flow_run_from_deployment(deployment_id, state=Completed())
         waiting = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
         running = client.create_flow_run_from_deployment(deployment_id, state=Running())
         deleted = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
         client.delete_flow_run(deleted.id)
-    chunks = [finished, waiting, running, deleted]
     polls: list[int] = []
 
     def server_away(client: object, ids: list[uuid.UUID]) -> list[FlowRun]:
@@ -200,18 +193,7 @@ def test_a_server_away_at_every_poll_loses_no_chunk_and_a_chunk_finished_by_then
 
     monkeypatch.setattr(audit, "_read_flow_runs", server_away)
 
-    @flow
-    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:
-        logger = logging.getLogger("test")
-        return audit._wait_for_flow_runs(
-            {chunk.id: [f"trun_{n}"] for n, chunk in enumerate(chunks)},
-            {chunk.id: chunk.name for chunk in chunks},
-            logger,
-            AuditProgress(len(chunks), logger),
-            timeout_s=1.0,
-        )
-
-    endings = audit_waiting_for_its_chunks()
+    endings = wait_in_a_flow([finished, waiting, running, deleted], timeout_s=1.0)
     assert polls  # it did ask, and kept going when asking failed
     assert endings == {
         finished.id: f"chunk flow run {finished.name} ended Completed",  # cancelling it was refused
@@ -227,40 +209,20 @@ def test_a_chunk_deleted_while_the_audit_waits_ends_the_wait_for_it(
     prefect_harness: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A chunk the server no longer has will never finish: the audit stops waiting for it at once."""
-    import logging
-
-    from prefect import flow
-    from prefect.client.orchestration import get_client
     from prefect.states import Scheduled
 
-    from parallel_tasks import audit
-    from parallel_tasks.publishing import AuditProgress
-
     with get_client(sync_client=True) as client:
-        deployment_id = client.create_deployment(
-            flow_id=client.create_flow_from_name("audit-run-inputs"), name=f"deleted-{uuid.uuid4().hex[:8]}"
-        )
+        deployment_id = unserved_deployment(client, f"deleted-{uuid.uuid4().hex[:8]}")
         deleted = client.create_flow_run_from_deployment(deployment_id, state=Scheduled())
         client.delete_flow_run(deleted.id)
     monkeypatch.setattr(audit, "_cancel", lambda *args: pytest.fail("nothing is left to cancel"))
 
-    @flow
-    def audit_waiting_for_its_chunks() -> dict[uuid.UUID, str]:
-        logger = logging.getLogger("test")
-        return audit._wait_for_flow_runs(
-            {deleted.id: ["trun_a"]}, {deleted.id: deleted.name}, logger, AuditProgress(1, logger), timeout_s=3600
-        )
-
-    assert audit_waiting_for_its_chunks() == {deleted.id: f"chunk flow run {deleted.name} was deleted"}
+    assert wait_in_a_flow([deleted], timeout_s=3600) == {deleted.id: f"chunk flow run {deleted.name} was deleted"}
 
 
 def test_after_a_failed_cancel_the_other_chunks_are_not_tried_and_say_so() -> None:
     """With the server away, cancelling thousands of chunks one by one would run far past the deadline."""
-    import logging
-
     from prefect.exceptions import ObjectNotFound
-
-    from parallel_tasks.audit import _cancel
 
     attempts: list[uuid.UUID] = []
     names = {uuid.uuid4(): f"audit-chunk-{n}-of-4" for n in range(1, 5)}
@@ -274,7 +236,7 @@ def test_after_a_failed_cancel_the_other_chunks_are_not_tried_and_say_so() -> No
             raise ConnectionError("the server is away")
 
     last_seen = {away: "Running", untried[0]: "Pending"}
-    endings = _cancel(ServerGoingAway(), names, last_seen, "6 h", logging.getLogger("test"))  # type: ignore[arg-type]
+    endings = audit._cancel(ServerGoingAway(), names, last_seen, "6 h", logging.getLogger("test"))  # type: ignore[arg-type]
     assert attempts == [gone, away]
     assert [endings[i] for i in names] == [
         "chunk flow run audit-chunk-1-of-4 was deleted",
@@ -289,9 +251,7 @@ def test_after_a_failed_cancel_the_other_chunks_are_not_tried_and_say_so() -> No
     [(0.5, "0.5 s"), (90, "90 s"), (2700, "45 min"), (21600, "6 h"), (23400, "6.5 h"), (4e6, "1,111.1 h")],
 )
 def test_a_timeout_reads_as_a_duration(seconds: float, shown: str) -> None:
-    from parallel_tasks.audit import _duration
-
-    assert _duration(seconds) == shown
+    assert audit._duration(seconds) == shown
 
 
 @pytest.mark.parametrize("seconds", [0, -1, float("inf"), float("nan")])
