@@ -349,7 +349,7 @@ def _wait_for_flow_runs(
                     settle(run.id, f"chunk flow run {run.name} ended {state}")
                     logger.info("Chunk %s finished: %s (%d/%d)", run.name, state, len(endings), len(children))
             for child_id in set(pending) - {run.id for run in runs}:  # a whole read that did not return it
-                settle(child_id, f"chunk flow run {names[child_id]} was deleted")
+                settle(child_id, _deleted(names[child_id]))
                 logger.warning("Chunk %s was deleted before it finished", names[child_id])
         unfinished = {i: names[i] for i in children if i not in endings}
         if unfinished:
@@ -374,7 +374,7 @@ def _cancel(
             try:
                 ending, kind = _cancel_one(client, child_id, name, still, waited)
             except ObjectNotFound:
-                ending, kind = f"chunk flow run {name} was deleted", "deleted"
+                ending, kind = _deleted(name), "deleted"
             except Exception as caught:
                 error = caught
                 ending, kind = f"chunk flow run {name} was {still} and could not be cancelled", "not cancelled"
@@ -391,6 +391,11 @@ def _cancel(
         f" ({type(error).__name__}: {error})" if error else "",
     )
     return endings
+
+
+def _deleted(name: str) -> str:
+    """The ending of a chunk the server no longer has, found by a poll or by a cancel alike."""
+    return f"chunk flow run {name} was deleted"
 
 
 def _cancel_one(client: SyncPrefectClient, child_id: UUID, name: str, still: str, waited: str) -> tuple[str, str]:
