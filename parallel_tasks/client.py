@@ -201,6 +201,7 @@ class _ClientCore(Generic[HttpClient, Transport]):
             retryable_failure=error.retryable and status is None,
         )
         if not decision.retry:
+            error.server_refused_retry = decision.server_refused
             self._log_failure(error, attempts, started, decision.reason)
             return None
         self._log.warning(

@@ -70,11 +70,14 @@ class APIError(ParallelError):
 
     ``retryable`` says whether the retry policy treats it as worth retrying; :func:`parallel_tasks.retry.is_retryable`
     decides, from the status or, without one, from ``failure`` (what went wrong). ``attempts`` is how many
-    requests the client made before giving up (0 when it did not say).
+    requests the client made before giving up (0 when it did not say). ``server_refused_retry``: the client
+    stopped because the server said not to retry now (``x-should-retry: false``, or a Retry-After beyond the
+    client's cap); the error is then not ``retryable``, so Prefect's task retries do not go against it.
     """
 
     failure: Failure | None = None
     attempts: int = 0
+    server_refused_retry: bool = False
 
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         super().__init__(message)
@@ -146,7 +149,8 @@ class APIStatusError(APIError):
         message: The API's human-readable message (or a description of a non-JSON body).
         detail: The API's optional detail object.
         run_id: The run the request was for.
-        retryable: Whether the retry policy treats this status as worth retrying (``retry.is_retryable``).
+        retryable: Whether the retry policy treats this status as worth retrying (``retry.is_retryable``), and
+            the server did not refuse a retry (``server_refused_retry``).
         response_headers: The response's headers, lower-cased (Retry-After, x-should-retry).
     """
 
@@ -174,8 +178,8 @@ class APIStatusError(APIError):
 
     @property
     def retryable(self) -> bool:
-        """Whether the retry policy treats this status as worth retrying."""
-        return is_retryable(self.status_code)
+        """Whether the retry policy treats this status as worth retrying, unless the server refused."""
+        return is_retryable(self.status_code) and not self.server_refused_retry
 
     def __str__(self) -> str:
         target = f" for run {self.run_id!r}" if self.run_id is not None else ""

@@ -97,11 +97,14 @@ class RetryPolicy:
 
 @dataclass(frozen=True)
 class RetryDecision:
-    """Whether to retry, after how many seconds, and why (for the log)."""
+    """Whether to retry, after how many seconds, and why (for the log). ``server_refused``: the server itself
+    said not to retry now (``x-should-retry: false``, or a Retry-After beyond the cap), so no other layer
+    should either."""
 
     retry: bool
     delay: float = 0.0
     reason: str = ""
+    server_refused: bool = False
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -198,7 +201,7 @@ def plan_retry(
             return RetryDecision(False, reason=f"status {status_code} is final")
         advice = _should_retry_header(headers)
         if advice is False:
-            return RetryDecision(False, reason="server sent x-should-retry: false")
+            return RetryDecision(False, reason="server sent x-should-retry: false", server_refused=True)
         if not is_retryable(status_code) and advice is not True:
             return RetryDecision(False, reason=f"status {status_code} is not retryable")
     elif not retryable_failure:
@@ -207,7 +210,8 @@ def plan_retry(
         return RetryDecision(False, reason=f"gave up after {retries_done} retries")
     retry_after = parse_retry_after(headers, now) if status_code is not None else None
     if retry_after is not None and retry_after > policy.max_retry_after:
-        return RetryDecision(False, reason=f"Retry-After {retry_after:g}s exceeds the {policy.max_retry_after:g}s cap")
+        reason = f"Retry-After {retry_after:g}s exceeds the {policy.max_retry_after:g}s cap"
+        return RetryDecision(False, reason=reason, server_refused=True)
     delay = retry_after if retry_after is not None else backoff_delay(retries_done, policy, rand)
     if policy.deadline is not None and elapsed + delay > policy.deadline:
         return RetryDecision(False, reason=f"waiting {delay:.3g}s would pass the {policy.deadline:g}s deadline")

@@ -103,6 +103,20 @@ def test_x_should_retry_header() -> None:
     assert plan_retry(policy, retries_done=0, elapsed=0, status_code=503, headers={"x-should-retry": "maybe"}).retry
 
 
+def test_only_the_servers_own_refusal_is_marked_as_such() -> None:
+    """What stops the task's retries too: the server's say, not the client's running out of tries."""
+    policy = RetryPolicy(max_retries=2, max_retry_after=60)
+
+    def refused(retries_done: int, status: int, headers: dict[str, str] | None = None) -> bool:
+        decision = plan_retry(policy, retries_done=retries_done, elapsed=0, status_code=status, headers=headers)
+        return not decision.retry and decision.server_refused
+
+    assert refused(0, 503, {"x-should-retry": "false"})
+    assert refused(0, 429, {"Retry-After": "3600"})
+    assert not refused(2, 503)  # gave up: another layer may try later
+    assert not refused(0, 404)  # final, but not the server's say about retrying
+
+
 def test_transport_failures_are_retried_and_others_not() -> None:
     assert plan_retry(RetryPolicy(), retries_done=0, elapsed=0, retryable_failure=True).retry
     assert not plan_retry(RetryPolicy(), retries_done=0, elapsed=0, retryable_failure=False).retry

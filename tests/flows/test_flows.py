@@ -267,6 +267,24 @@ def test_prefect_retries_only_retryable_errors(credentials_block: str, clean_emu
     assert missing.is_failed() and clean_emulator.requests_by_run["trun_not_there"] == 1
 
 
+def test_prefect_does_not_retry_what_the_server_said_not_to(credentials_block: str, clean_emulator: Emulator) -> None:
+    """A 429 asking for an hour stops the client at once; the task's own retries must not go against it."""
+    from prefect import flow
+
+    from parallel_tasks import retrieve_task_run_input
+
+    quick = retrieve_task_run_input.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+    clean_emulator.set_faults(FaultConfig(script=(429, "ok"), retry_after_s=3600), run_id=GOOD)
+
+    @flow
+    def fetch(run_id: str) -> str:
+        return quick(run_id, credentials=credentials_block).processor
+
+    state = fetch(GOOD, return_state=True)
+    assert state.is_failed() and "429" in (state.message or "")
+    assert clean_emulator.requests_by_run[GOOD] == 1
+
+
 def test_cache_key_uses_base_url_and_run_id_only(credentials_block: str) -> None:
     one = ParallelCredentials(api_key="key-one", base_url="https://api.parallel.ai")
     two = ParallelCredentials(api_key="key-two", base_url="https://api.parallel.ai")
