@@ -135,13 +135,19 @@ class WebhookVerifier:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             raise DeliveryRefused(401, "body is not UTF-8, so it cannot have been signed") from None
-        signed = {"webhook-id": webhook_id, "webhook-timestamp": timestamp, "webhook-signature": signature}
-        if not any(_verifies(webhook, text, signed) for webhook in self._webhooks):
+        stamped = {"webhook-id": webhook_id, "webhook-timestamp": timestamp}
+        if not any(
+            _verifies(webhook, text, {**stamped, "webhook-signature": entry})
+            for entry in signature.split(" ")
+            for webhook in self._webhooks
+        ):
             raise DeliveryRefused(401, "no valid signature within the time tolerance")
         return _parse(webhook_id, text)
 
 
 def _verifies(webhook: _StandardWebhook, text: str, headers: dict[str, str]) -> bool:
+    """Whether one signature entry verifies. One entry at a time: the library gives up on the whole header at the
+    first malformed entry, which would hide a valid one after it."""
     try:
         webhook.verify(text, headers, json_parse=False)
     except (WebhookVerificationError, ValueError):  # ValueError: a malformed entry or bad base64

@@ -57,6 +57,14 @@ def test_rotation_accepts_either_secret_and_any_matching_entry() -> None:
     assert refused(headers, BODY) == 401  # only the old secret's entry matches, and VERIFIER has only the new one
 
 
+@pytest.mark.parametrize("malformed", ["v1a", "v1,abc", "v2,x,y", "", "v1,!!!not-base64!!!"])
+def test_a_malformed_entry_does_not_hide_a_valid_one_after_it(malformed: str) -> None:
+    headers = signed_headers(BODY)
+    headers["webhook-signature"] = f"{malformed} {headers['webhook-signature']}"
+    assert VERIFIER.verify(headers, BODY.encode()).data is not None
+    assert refused({**headers, "webhook-signature": malformed or " "}, BODY) == 401
+
+
 def _drop(name: str) -> dict[str, str]:
     headers = signed_headers(BODY)
     del headers[name]
