@@ -62,6 +62,9 @@ __all__ = [
 
 MAX_BODY_BYTES = 1024 * 1024
 """A delivery's body is a Task Run object, a few KiB: anything over 1 MiB is refused unread."""
+BODY_TIMEOUT_S = 10.0
+"""How long a delivery's body may take to arrive once its headers have: a sender trickling it would otherwise hold
+a connection, and up to a body's worth of memory, without end."""
 
 EMIT_TIMEOUT_S = 10.0
 """The longest a delivery waits for the Prefect API to take its event, then 503: well inside a sender's own
@@ -250,6 +253,14 @@ class RecentIds:
         return len(self._ids)
 
 
+async def _read_in_time(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body within ``timeout_s``, else a 408."""
+    try:
+        return await asyncio.wait_for(_read_capped(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise DeliveryRefused(408, f"body not received within {timeout_s:g} s") from None
+
+
 async def _read_capped(request: Request, limit: int) -> bytes:
     """The body, or a 413 as soon as it (or its declared length) passes ``limit``."""
     declared = request.headers.get("content-length", "")
@@ -284,6 +295,7 @@ def create_webhook_app(
     sink: EventSink | None = None,
     path: str = DEFAULT_PATH,
     max_body_bytes: int = MAX_BODY_BYTES,
+    body_timeout_s: float = BODY_TIMEOUT_S,
     recent: RecentIds | None = None,
     reconcile_every: float | None = None,
     deployment: str = DEFAULT_DEPLOYMENT,
@@ -295,12 +307,13 @@ def create_webhook_app(
         sink: Where events go; by default Prefect's events client for ``PREFECT_API_URL``, opened at startup.
         path: The route Parallel posts to.
         max_body_bytes: Larger bodies are refused with 413 before they are read in full.
+        body_timeout_s: A body not received in full this long after its headers is refused with 408.
         recent: The duplicate window (a fresh one of 100,000 ids by default).
         reconcile_every: Seconds between passes of :func:`parallel_tasks.reconcile.reconcile_once` for
             ``deployment`` while the app runs (``None``: no reconciliation).
         deployment: The deployment the events' trigger runs (``flow/deployment``).
 
-    Answers: 204 for an accepted, repeated or ignored delivery; 401, 400 or 413 with an empty body for a
+    Answers: 204 for an accepted, repeated or ignored delivery; 401, 400, 408 or 413 with an empty body for a
     refused one; 503 when the event could not be sent (the sender retries, and the retry is not a duplicate).
     """
     from starlette.applications import Starlette
@@ -317,7 +330,7 @@ def create_webhook_app(
 
     async def receive(request: Request) -> Response:
         try:
-            body = await _read_capped(request, max_body_bytes)
+            body = await _read_in_time(request, max_body_bytes, body_timeout_s)
             delivery = verifier.verify(request.headers, body)
         except DeliveryRefused as refused:
             logger.warning("parallel.webhook.refused", status=refused.status, reason=refused.reason)

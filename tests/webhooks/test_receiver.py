@@ -117,6 +117,25 @@ async def test_an_oversize_body_is_refused(sink_and_client: tuple[Sink, httpx.As
     assert response.status_code == 413 and sink.events == []
 
 
+async def test_a_body_trickled_past_the_time_limit_is_refused() -> None:
+    """A sender that stops mid-body gets a 408 once the limit passes, not a connection held without end."""
+    import asyncio
+
+    sink, stalled = Sink(), asyncio.Event()
+    body = task_run_body()
+
+    async def stalls_halfway() -> AsyncIterator[bytes]:
+        yield body[:10].encode()
+        await stalled.wait()  # never set: the rest never comes
+        yield body[10:].encode()
+
+    async with client_for(sink, body_timeout_s=0.2) as client:
+        sending = client.post(DEFAULT_PATH, content=stalls_halfway(), headers=signed_headers(body))
+        response = await asyncio.wait_for(sending, 30)  # without the limit, this is where it would hang
+        assert response.status_code == 408 and sink.events == []
+        assert (await post(client, body)).status_code == 204  # a body that arrives in time is taken
+
+
 async def test_unknown_types_are_acknowledged_without_an_event(sink_and_client: tuple[Sink, httpx.AsyncClient]) -> None:
     sink, client = sink_and_client
     assert (await post(client, '{"type": "task_run.created", "data": {}}')).status_code == 204
