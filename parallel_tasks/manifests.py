@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.records import RECORD_PREFIX, _path_segment, canonical_json
 from parallel_tasks.settings import SIGNING_BLOCK_ENV_VAR, get_settings
-from parallel_tasks.storage import _local_folder, _read, _write
+from parallel_tasks.storage import _local_folder, _read, _write, is_missing
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -327,11 +327,22 @@ async def _chain_lock(storage: Any, chain: str) -> AsyncIterator[None]:
 
 
 async def _read_head(storage: Any, chain: str) -> dict[str, Any] | None:
+    """The chain's head, or ``None`` for a chain not started yet. A head that cannot be read, or one missing
+    from a chain that has manifests, raises: starting the chain again would fork it, a false tamper alarm."""
     try:
         head = json.loads(await _read(storage, f"{chain_folder(chain)}/{HEAD_NAME}"))
-    except Exception:  # no chain yet (a missing key raises differently in every filesystem block)
-        return None
-    return head if isinstance(head, dict) else None
+    except Exception as error:
+        if not is_missing(error):
+            raise RuntimeError(f"the head of the manifest chain {chain!r} could not be read: {error!r}") from None
+        head = None
+    else:
+        if isinstance(head, dict) and {"sequence", "manifest_sha256"} <= head.keys():
+            return head
+        raise RuntimeError(f"the head of the manifest chain {chain!r} is not a head: {str(head)[:80]!r}")
+    folder = _local_folder(storage)
+    if folder is not None and any(Path(folder, chain_folder(chain)).glob("*.json")):
+        raise RuntimeError(f"the manifest chain {chain!r} has manifests but no {HEAD_NAME}; not starting it again")
+    return None
 
 
 async def append_manifest(

@@ -63,6 +63,19 @@ async def _read(storage: Any, key: str) -> bytes:
     return bytes(await result if inspect.isawaitable(result) else result)
 
 
+_MISSING_NAMES = frozenset({"NoSuchKey", "NotFound", "ResourceNotFoundError"})
+"""How the object-store blocks name a missing key (S3, Google Cloud Storage, Azure); files raise FileNotFoundError."""
+
+
+def is_missing(error: BaseException) -> bool:
+    """Whether a read failed because the key does not exist, as opposed to a storage that could not be read."""
+    if isinstance(error, FileNotFoundError) or type(error).__name__ in _MISSING_NAMES:
+        return True
+    response = getattr(error, "response", None)  # botocore's ClientError: the code is in its response
+    error_info = response.get("Error") if isinstance(response, dict) else None
+    return isinstance(error_info, dict) and error_info.get("Code") in ("404", "NoSuchKey")
+
+
 async def _write(storage: Any, key: str, content: bytes) -> None:
     """Write one object. On the local filesystem, straight from the event loop (a small file costs less
     than a thread hop) and atomically (a temporary file renamed into place), so a crash mid-write never

@@ -613,3 +613,67 @@ def test_remote_storage_through_fsspec() -> None:
     assert report.clean and report.counts["manifests"] == 2 and report.counts["runs"] == 3, report.findings
     storage.filesystem.pipe_file(f"memory://trail-test/{latest_key(RUN_IDS[1])}", b"{}")
     assert ("altered", latest_key(RUN_IDS[1])) in kinds(verify_store(remote))
+
+
+# --- the chain's head ---------------------------------------------------------------------------
+
+
+class FlakyObjectStore:
+    """An object-store block in memory: a missing key raises as S3's client does; reads of ``head.json`` can be
+    made to fail as a timed-out request would."""
+
+    class NoSuchKey(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.head_failures = 0
+
+    async def aread_path(self, key: str) -> bytes:
+        if key.endswith("/head.json") and self.head_failures:
+            self.head_failures -= 1
+            raise TimeoutError("read timed out")
+        if key not in self.files:
+            raise self.NoSuchKey(key)
+        return self.files[key]
+
+    async def awrite_path(self, key: str, content: bytes) -> None:
+        self.files[key] = content
+
+
+def test_a_head_that_cannot_be_read_stops_the_manifest_instead_of_forking_the_chain() -> None:
+    store = FlakyObjectStore()
+
+    async def append() -> int:
+        return (await append_manifest(store, [], chain=CHAIN, flow_run_id=None)).sequence
+
+    assert asyncio.run(append()) == 1  # no head yet: the chain starts
+    store.head_failures = 1
+    with pytest.raises(RuntimeError, match=r"head of the manifest chain .* could not be read: TimeoutError"):
+        asyncio.run(append())
+    assert asyncio.run(append()) == 2  # the next audit goes on from the same head: one chain, no second start
+
+
+def test_a_deleted_head_does_not_start_a_local_chain_again(tmp_path: Path) -> None:
+    folder = tmp_path / "store"
+    asyncio.run(audit(folder, RUN_IDS[:1], flow_run_id="flow-1"))
+    (head,) = folder.rglob("head.json")
+    head.unlink()
+    manifests_before = sorted(head.parent.glob("*.json"))
+    with pytest.raises(RuntimeError, match=r"has manifests but no head\.json"):
+        asyncio.run(append_manifest(LocalFileSystem(basepath=str(folder)), [], chain=CHAIN, flow_run_id="flow-2"))
+    assert sorted(head.parent.glob("*.json")) == manifests_before
+
+
+def test_a_missing_key_is_told_apart_from_a_store_that_cannot_be_read() -> None:
+    from parallel_tasks.storage import is_missing
+
+    class ClientError(Exception):  # botocore's: the code is in the response
+        def __init__(self, code: str) -> None:
+            self.response = {"Error": {"Code": code}}
+
+    class NotFound(Exception):  # google.api_core's
+        pass
+
+    assert all(map(is_missing, [FileNotFoundError(), NotFound(), ClientError("NoSuchKey"), ClientError("404")]))
+    assert not any(map(is_missing, [ClientError("AccessDenied"), TimeoutError(), PermissionError(), KeyError()]))
