@@ -53,6 +53,7 @@ __all__ = [
     "audit_in_batches",
     "audit_in_chunks",
     "audit_with_map",
+    "check_run_ids_are_text",
     "load_run_ids",
     "task_runner_from_environment",
 ]
@@ -135,6 +136,17 @@ def load_run_ids(path: str | Path) -> list[str]:
             raise ValueError(f"{path}: a JSON run-id file must hold a list of strings")
         return ids
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def check_run_ids_are_text(run_ids: list[str]) -> None:
+    """Refuse, before any work, a run id that is not Unicode text (a lone surrogate, which a JSON file can hold):
+    no record, manifest or event could hold it, and one such id would otherwise fail the audit at its end."""
+    for number, run_id in enumerate(run_ids, start=1):
+        try:
+            run_id.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = run_id.encode("utf-8", "backslashreplace").decode("utf-8")
+            raise ValueError(f"run id {number} ({shown[:80]!r}) is not Unicode text (a lone surrogate)") from None
 
 
 class _Collector:

@@ -19,6 +19,7 @@ from parallel_tasks.audit import (
     audit_in_batches,
     audit_in_chunks,
     audit_with_map,
+    check_run_ids_are_text,
     load_run_ids,
     task_runner_from_environment,
 )
@@ -141,6 +142,10 @@ def audit_run_inputs(
     distinct = list(dict.fromkeys(given))
     if not distinct:
         raise ValueError("No run ids to audit: pass run_ids or run_ids_file")
+    check_run_ids_are_text(distinct)
+    for name, size in (("batch_size", batch_size), ("chunk_size", chunk_size)):
+        if size is not None and size < 1:
+            raise ValueError(f"{name} must be at least 1, got {size}")
     if not 1 <= max_concurrency <= MAX_CONCURRENCY:
         raise ValueError(f"max_concurrency must be between 1 and {MAX_CONCURRENCY}, got {max_concurrency}")
     if not (math.isfinite(chunk_timeout_seconds) and chunk_timeout_seconds > 0):

@@ -20,6 +20,7 @@ from prefect_dask.task_runners import DaskTaskRunner
 
 from parallel_tasks import audit
 from parallel_tasks.audit import _gather_outcomes, task_runner_from_environment
+from parallel_tasks.emulator import Emulator
 from parallel_tasks.flows import audit_run_inputs
 from parallel_tasks.publishing import AuditProgress
 from parallel_tasks.records import build_failure_record, without_input
@@ -262,3 +263,32 @@ def test_a_chunk_timeout_must_be_a_positive_number_of_seconds(credentials_block:
     assert state.is_failed()
     with pytest.raises(ValueError, match="chunk_timeout_seconds must be a positive number of seconds"):
         state.result()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"chunk_size": 0}, "chunk_size must be at least 1, got 0"),
+        ({"chunk_size": -1}, "chunk_size must be at least 1, got -1"),
+        ({"batch_size": -1}, "batch_size must be at least 1, got -1"),
+        ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+    ],
+)
+def test_a_size_below_one_is_refused_by_name(credentials_block: str, options: dict[str, int], message: str) -> None:
+    """A negative chunk size used to start no chunk and end Completed with "0 runs"; now it names the parameter."""
+    state = audit_run_inputs(
+        run_ids=["trun_a", "trun_b"], credentials_block=credentials_block, **options, return_state=True
+    )
+    assert state.is_failed() and message in (state.message or "")
+
+
+def test_a_run_id_that_is_not_text_is_refused_before_any_work(
+    credentials_block: str, clean_emulator: Emulator, tmp_path: Path
+) -> None:
+    """A lone surrogate (which a JSON file can hold) could be in no record or manifest; it is named up front."""
+    ids_file = tmp_path / "ids.json"
+    ids_file.write_text('["trun_good1", "trun_good2", "trun_\\ud800x"]')
+    state = audit_run_inputs(run_ids_file=str(ids_file), credentials_block=credentials_block, return_state=True)
+    assert state.is_failed()
+    assert "run id 3 ('trun_\\\\ud800x') is not Unicode text" in (state.message or "")
+    assert clean_emulator.requests_by_run == {}  # nothing fetched: refused before any work
