@@ -32,13 +32,14 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.credentials import ParallelCredentials
 from parallel_tasks.models import RunInputRecord
-from parallel_tasks.publishing import AuditProgress, shared_events
+from parallel_tasks.publishing import AuditProgress, run_context_ids, shared_events
 from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.redaction import redact_text
 from parallel_tasks.settings import DASK_ENV_VAR, get_settings
 from parallel_tasks.storage import read_latest, resolve_storage
 from parallel_tasks.tasks import (
     audit_run_inputs_batch,
+    not_stored,
     record_task_run_input_failure,
     record_task_run_input_lineage,
     retrieve_task_run_input,
@@ -267,31 +268,45 @@ def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options
         window.wait()
         fetched += window
         progress.advance(len(window))
-    records: list[RunInputRecord] = []
-    for run_id, future in zip(run_ids, fetched, strict=True):
-        outcome = future.result(raise_on_failure=False)
-        if isinstance(outcome, BaseException):
-            records.append(
-                record_task_run_input_failure(
-                    run_id, outcome, base_url=credentials.base_url, storage=storage, credentials=credentials
-                )
-            )
-            continue
-        report = validate_task_run_input(outcome)
-        records.append(
-            record_task_run_input_lineage(
+    records = [
+        _mapped_outcome(run_id, future.result(raise_on_failure=False), credentials, storage, artifacts)
+        for run_id, future in zip(run_ids, fetched, strict=True)
+    ]
+    progress.name_problems(records)
+    progress.finish()
+    return records
+
+
+def _mapped_outcome(
+    run_id: str, outcome: Any, credentials: ParallelCredentials, storage: str | None, artifacts: bool
+) -> RunInputRecord:
+    """Validate and record one mapped run, as a batch does: whatever breaks for this run (validation, storage)
+    makes it a failed run, ``not_stored`` when even its failure cannot be written; never the end of the audit."""
+    base_url = credentials.base_url
+    failure: BaseException | None = outcome if isinstance(outcome, BaseException) else None
+    if failure is None:
+        try:
+            report = validate_task_run_input(outcome)
+            return record_task_run_input_lineage(
                 run_id,
                 outcome,
                 report,
-                base_url=credentials.base_url,
+                base_url=base_url,
                 storage=storage,
                 artifacts=artifacts,
                 credentials=credentials,
             )
+        except Exception as error:
+            failure = error
+    try:
+        return record_task_run_input_failure(
+            run_id, failure, base_url=base_url, storage=storage, credentials=credentials
         )
-    progress.name_problems(records)
-    progress.finish()
-    return records
+    except Exception as error:
+        ids: dict[str, Any] = {"base_url": base_url, "secrets": credentials.secrets_in_use()}
+        ids["flow_run_id"], ids["task_run_id"] = run_context_ids()
+        fetch_error = outcome if isinstance(outcome, BaseException) else None
+        return not_stored(build_failure_record(run_id, failure, **ids), error, ids, fetch_error)
 
 
 def audit_in_chunks(

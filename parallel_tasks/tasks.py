@@ -303,14 +303,18 @@ async def _record_fetch_result(
     try:
         return await record_outcome(target, failure, artifacts=False, events=events)
     except Exception as error:  # storage itself is broken: the outcome is still reported in the summary
-        return _not_stored(result, failure, error, ids)
+        fetch_error = None if result.run_input is not None else result.error or RuntimeError("no input")
+        return not_stored(failure, error, ids, fetch_error)
 
 
-def _not_stored(result: FetchResult, failure: RunInputRecord, error: Exception, ids: dict[str, Any]) -> RunInputRecord:
-    """The outcome of a run whose record could not be written: ``not_stored`` when its input was fetched,
-    else its fetch failure; either way the error says that nothing was stored."""
+def not_stored(
+    failure: RunInputRecord, error: Exception, ids: dict[str, Any], fetch_error: BaseException | None
+) -> RunInputRecord:
+    """The outcome of a run whose record could not be written: ``not_stored`` when its input was fetched
+    (``fetch_error`` is ``None``), else its fetch failure; either way the error says that nothing was stored.
+    ``ids``: the keyword arguments of :func:`build_failure_record` (``base_url``, ``secrets``, ...)."""
     note = redact_text(f"its record could not be stored: {type(error).__name__}: {error}", ids["secrets"])
-    if result.run_input is not None:
+    if fetch_error is None:
         return failure.model_copy(update={"status": "not_stored", "error": f"input fetched, but {note}"})
-    fetch_failure = build_failure_record(result.run_id, result.error or RuntimeError("no input"), **ids)
+    fetch_failure = build_failure_record(failure.run_id, fetch_error, **ids)
     return fetch_failure.model_copy(update={"error": f"{fetch_failure.error}; {note}"})

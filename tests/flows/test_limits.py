@@ -120,8 +120,9 @@ def test_the_audit_records_long_run_ids(counted: tuple[Emulator, CountingApp, st
     assert sorted(json.loads(p.read_text())["run_id"] for p in pointers) == sorted([LONG_ASCII, LONG_ACCENTED, GOOD])
 
 
+@pytest.mark.parametrize("use_map", [False, True])
 def test_runs_fetched_but_not_stored_are_not_called_unfetched(
-    counted: tuple[Emulator, CountingApp, str], tmp_path: Path
+    counted: tuple[Emulator, CountingApp, str], tmp_path: Path, use_map: bool
 ) -> None:
     _, _, credentials_block = counted
     blocker = tmp_path / "not-a-folder"
@@ -132,6 +133,7 @@ def test_runs_fetched_but_not_stored_are_not_called_unfetched(
         run_ids=[GOOD, "trun_missing"],
         credentials_block=credentials_block,
         storage_block=f"local-file-system/{name}",
+        use_map=use_map,
         return_state=True,
     )
     assert state.is_failed()
@@ -146,3 +148,22 @@ def test_runs_fetched_but_not_stored_are_not_called_unfetched(
         and "input fetched, but its record could not be stored" in (rows[GOOD]["detail"])
     )
     assert rows["trun_missing"]["status"] == "not_found"  # a fetch failure stays one
+
+
+def test_with_map_a_run_that_cannot_be_stored_does_not_lose_the_others(
+    counted: tuple[Emulator, CountingApp, str], storage: tuple[str, Path]
+) -> None:
+    """One run's folder blocked (a file where its folder goes): that run is not_stored, the others are recorded
+    and in the manifest, as with batches."""
+    _, _, credentials_block = counted
+    slug, folder = storage
+    blocked = folder / Path(latest_key(GOOD)).parent
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a folder")
+    state = audit_run_inputs(
+        run_ids=[GOOD, "trun_missing"], credentials_block=credentials_block, storage_block=slug, use_map=True,
+        fail_on_errors=False, return_state=True,
+    )  # fmt: skip
+    summary = state.result()
+    assert summary.counts["not_stored"] == 1 and summary.counts["not_found"] == 1
+    assert (folder / latest_key("trun_missing")).is_file() and summary.manifest_sha256 is not None
