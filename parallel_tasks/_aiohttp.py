@@ -65,6 +65,7 @@ class AiohttpExchange:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._max_connections, ssl=_ssl_context()),
                 cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,  # bodies are read as sent (see the client's accept-encoding)
             )
         # A guard of our own on top of aiohttp's timeouts: some malformed responses (a 1xx with a large body,
         # a chunk longer than declared) stall aiohttp's parser with reading paused, where its sock_read

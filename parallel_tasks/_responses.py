@@ -51,6 +51,10 @@ def interpret(
 ) -> TaskRunInput:
     """The parsed input for a 2xx, else the matching error (raised)."""
     if 200 <= status < 300:
+        encoding = (headers.get("content-encoding") or "identity").strip().lower()
+        if encoding != "identity":
+            message = f"Response for run {run_id!r} is {encoding[:40]!r}-encoded, though none was asked for: not read"
+            raise ResponseValidationError(redact(message), run_id=run_id, status_code=status)
         return parse_run_input(run_id, status, headers, body, redact=redact)
     raise status_error(run_id, status, headers, body, redact=redact, base_url=base_url)
 

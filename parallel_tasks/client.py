@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
@@ -112,7 +112,10 @@ class _ClientCore(Generic[HttpClient, Transport]):
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
         self.max_response_bytes = max_response_bytes
+        # Bodies are read as sent, never decompressed: a small compressed body could otherwise grow past the
+        # size cap in memory before the cap saw it. So no encoding is asked for, and an encoded 2xx is refused.
         headers = {"user-agent": USER_AGENT, "accept": "application/json", **(default_headers or {})}
+        headers["accept-encoding"] = "identity"
         if self._api_key:
             headers["x-api-key"] = self._api_key
         self._headers = httpx.Headers(headers)
@@ -257,6 +260,23 @@ class _ClientCore(Generic[HttpClient, Transport]):
         )
 
 
+def _as_sent(response: httpx.Response) -> Iterator[bytes]:
+    """The body as sent, never decompressed; a response read before it got here (a mock's) as it was read."""
+    if response.is_stream_consumed:
+        yield response.content
+    else:
+        yield from response.iter_raw()
+
+
+async def _aiter_as_sent(response: httpx.Response) -> AsyncIterator[bytes]:
+    """:func:`_as_sent` for the async client."""
+    if response.is_stream_consumed:
+        yield response.content
+    else:
+        async for chunk in response.aiter_raw():
+            yield chunk
+
+
 class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
     """Synchronous client for the Parallel Task API's run inputs.
 
@@ -324,7 +344,7 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
             try:
                 self._check_declared_size(run_id, response.status_code, response.headers)
                 body = bytearray()
-                for chunk in response.iter_bytes():
+                for chunk in _as_sent(response):
                     self._add_chunk(run_id, response.status_code, body, chunk, started)
             finally:
                 response.close()
@@ -431,7 +451,7 @@ class AsyncParallelClient(BatchFetching, _ClientCore[httpx.AsyncClient, httpx.As
         try:
             self._check_declared_size(run_id, response.status_code, response.headers)
             body = bytearray()
-            async for chunk in response.aiter_bytes():
+            async for chunk in _aiter_as_sent(response):
                 self._add_chunk(run_id, response.status_code, body, chunk, started)
         finally:
             await response.aclose()

@@ -21,7 +21,7 @@ import pickle
 import string
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote
@@ -765,3 +765,46 @@ def test_malformed_response_does_not_hang_the_default_async_path(raw_server: Raw
     # No outcome in 5 times connect + read timeouts is a hang.
     result = asyncio.run(asyncio.wait_for(fetch(), 5))
     assert isinstance(result.error, APITimeoutError) and "no progress for 0.5s" in str(result.error)
+
+
+# --- compressed bodies ------------------------------------------------------------------------------
+
+# 4 MiB of JSON in 4 KiB of gzip: decompressed, it would pass a 64 KiB cap many times over before the cap saw it.
+BOMB = __import__("gzip").compress(b'{"processor":"core","input":"' + b" " * (4 << 20) + b'"}')
+
+
+def test_a_compressed_body_is_never_decompressed_on_any_path(raw_server: RawServer) -> None:
+    """No encoding is asked for, and a 2xx that is encoded anyway is refused by name, on all three paths."""
+    seen: list[httpx.Request] = []
+
+    class Streamed(httpx.SyncByteStream, httpx.AsyncByteStream):  # as a network transport gives it: not read yet
+        def __iter__(self) -> Iterator[bytes]:
+            yield BOMB
+
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield BOMB
+
+    def bomb(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, stream=Streamed(), headers={"content-encoding": "gzip"})
+
+    options: dict[str, Any] = {"base_url": BASE_URL, "retry_policy": POLICY, "max_response_bytes": 64 * 1024}
+    with ParallelClient(KEY, transport=httpx.MockTransport(bomb), **options) as client:
+        sync_error = client.fetch("trun_bomb").error
+
+    async def through_httpx() -> ParallelError | None:
+        async with AsyncParallelClient(KEY, transport=httpx.MockTransport(bomb), **options) as client:
+            return (await client.fetch("trun_bomb")).error
+
+    async def through_aiohttp() -> ParallelError | None:
+        options["base_url"] = raw_server.base_url
+        async with AsyncParallelClient(KEY, **options) as client:
+            return (await client.fetch("trun_bomb")).error
+
+    raw_server.play([b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-length: %d\r\n\r\n%s" % (len(BOMB), BOMB)])
+    errors = [sync_error, asyncio.run(through_httpx()), asyncio.run(through_aiohttp())]
+    for error in errors:
+        assert isinstance(error, ResponseValidationError), error
+        assert "is 'gzip'-encoded, though none was asked for" in str(error)
+    assert [request.headers["accept-encoding"] for request in seen] == ["identity", "identity"]
+    assert b"\r\naccept-encoding: identity\r\n" in raw_server.requests[0].lower()
