@@ -89,11 +89,13 @@ def _body_with_input(raw_input: str) -> bytes:
     return f'{{"run_id": "{RUN_ID}", "processor": "core", "input": {raw_input}}}'.encode()
 
 
+@pytest.mark.parametrize("padding", [0, 70_000], ids=["small-body", "large-body"])  # the search differs past 64 KiB
 @pytest.mark.parametrize(
     "number", ["1e400", "-1E+400", "2e308", "1" * 400 + ".5", "9" * 299 + "e10", "9" * 210 + "e99"]
 )
-def test_a_number_that_overflows_a_float_is_refused_not_stored_as_null(number: str) -> None:
-    client, seen = _counting_client(_body_with_input(f'{{"amount": {number}, "nested": [1.5]}}'))
+def test_a_number_that_overflows_a_float_is_refused_not_stored_as_null(number: str, padding: int) -> None:
+    pad = "12345 " * (padding // 6)
+    client, seen = _counting_client(_body_with_input(f'{{"pad": "{pad}", "amount": {number}, "nested": [1.5]}}'))
     result = client.fetch(RUN_ID)
     assert isinstance(result.error, ResponseValidationError)
     assert "too large for a 64-bit float" in str(result.error)
