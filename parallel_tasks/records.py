@@ -233,10 +233,12 @@ def without_input(record: RunInputRecord) -> RunInputRecord:
     return RunInputRecord.model_construct(_fields_set=_EVERY_FIELD, **{**record.__dict__, "input": None})
 
 
-def verify_record(data: bytes | str) -> RunInputRecord:
+def verify_record(data: bytes | str, *, allow_legacy: bool = False) -> RunInputRecord:
     """Parse a stored content record and check its hashes; raises ``ValueError`` if it was altered.
 
-    The input's hash always; the whole-record hash too when the record has one (version 2).
+    The whole-record hash and the input's hash. A version 1 record (written before whole-record hashes) can
+    prove only its input, so it is refused unless ``allow_legacy``: a record edited, then relabelled version 1
+    without its hash, would otherwise pass.
     """
     fields = json.loads(data)
     if not isinstance(fields, dict):
@@ -248,6 +250,11 @@ def verify_record(data: bytes | str) -> RunInputRecord:
             raise ValueError(
                 f"record for run {record.run_id!r} was altered: record_sha256 {actual} != {fields.get('record_sha256')}"
             )
+    elif not allow_legacy:
+        raise ValueError(
+            f"record for run {record.run_id!r} is a version 1 record, without a whole-record hash: only its input"
+            " can be checked (verify_record(..., allow_legacy=True) accepts that)"
+        )
     if record.input is None or record.sha256 is None:
         raise ValueError(f"record for run {record.run_id!r} holds no input to verify")
     actual = sha256_hex(canonical_json(record.input))

@@ -22,6 +22,7 @@ from parallel_tasks.lineage import (
     verify_record,
 )
 from parallel_tasks.models import RunInputRecord
+from parallel_tasks.records import sealed
 from parallel_tasks.redaction import REDACTED, SENSITIVE_KEYS_ENV_VAR, is_sensitive_key, redact_text
 from parallel_tasks.validation import check_task_run_input
 from tests.conftest import CANARY_KEY
@@ -158,12 +159,11 @@ def test_users_can_add_sensitive_key_patterns(monkeypatch: pytest.MonkeyPatch) -
 
 def test_the_hash_is_over_what_is_stored_and_old_records_still_verify() -> None:
     record = record_of({"processor": "core", "input": {"token": "canary-t"}})
-    stored = canonical_json(record.model_dump(mode="json"))
-    assert verify_record(stored).redacted_paths == ("$.input.token",)
+    assert verify_record(sealed(record)[1]).redacted_paths == ("$.input.token",)
     assert record.sha256 == sha256_hex(canonical_json(record.input))
-    old = json.loads(stored)
+    old = json.loads(canonical_json(record.model_dump(mode="json")))  # version 1, without a whole-record hash
     del old["redacted_paths"]  # a record written before the field existed
-    assert verify_record(json.dumps(old)).redacted_paths == ()
+    assert verify_record(json.dumps(old), allow_legacy=True).redacted_paths == ()  # version 1: input hash only
 
 
 @pytest.mark.timeout(60)

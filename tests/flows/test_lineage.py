@@ -111,7 +111,7 @@ def test_same_input_same_hash_different_input_different_hash() -> None:
 
 
 def test_verify_record_detects_tampering() -> None:
-    stored = canonical_json(record_of(BODY).model_dump(mode="json"))
+    stored = sealed(record_of(BODY))[1]  # as the storage writes it
     assert verify_record(stored).run_id == RUN
     tampered = json.loads(stored)
     tampered["input"]["processor"] = "ultra"
@@ -119,7 +119,7 @@ def test_verify_record_detects_tampering() -> None:
         verify_record(json.dumps(tampered))
     failure = build_failure_record(RUN, NotFoundError("gone", status_code=404, run_id=RUN), base_url="x")
     with pytest.raises(ValueError, match="holds no input"):
-        verify_record(failure.model_dump_json())
+        verify_record(sealed(failure)[1])
 
 
 def test_failure_records_name_the_status() -> None:

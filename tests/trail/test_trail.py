@@ -38,6 +38,7 @@ from parallel_tasks.records import (
     content_key,
     latest_key,
     record_hash,
+    sealed,
     sha256_hex,
     verify_record,
 )
@@ -136,7 +137,9 @@ def test_legacy_records_are_read_and_named_as_such(tmp_path: Path, capsys: pytes
     run_input = TaskRunInput.model_validate(RUNS[run_id])
     legacy = build_record(run_id, run_input, check_task_run_input(run_input), base_url="http://api")
     assert legacy.record_version == 1 and legacy.record_sha256 is None
-    assert verify_record(canonical_json(legacy.model_dump(mode="json"))).record_version == 1
+    with pytest.raises(ValueError, match="is a version 1 record, without a whole-record hash"):
+        verify_record(canonical_json(legacy.model_dump(mode="json")))
+    assert verify_record(canonical_json(legacy.model_dump(mode="json")), allow_legacy=True).record_version == 1
     folder = tmp_path / "legacy"
     for key, record in ((content_key(run_id, legacy.sha256 or ""), legacy), (latest_key(run_id), legacy)):
         (folder / key).parent.mkdir(parents=True, exist_ok=True)
@@ -677,3 +680,13 @@ def test_a_missing_key_is_told_apart_from_a_store_that_cannot_be_read() -> None:
 
     assert all(map(is_missing, [FileNotFoundError(), NotFound(), ClientError("NoSuchKey"), ClientError("404")]))
     assert not any(map(is_missing, [ClientError("AccessDenied"), TimeoutError(), PermissionError(), KeyError()]))
+
+
+def test_an_edited_record_relabelled_version_1_is_not_taken_as_unaltered() -> None:
+    run_id = RUN_IDS[0]
+    run_input = TaskRunInput.model_validate(RUNS[run_id])
+    fields = sealed(build_record(run_id, run_input, check_task_run_input(run_input), base_url="http://api"))[0]
+    edited = {**fields.model_dump(mode="json"), "base_url": "http://elsewhere", "record_version": 1}
+    edited.pop("record_sha256")
+    with pytest.raises(ValueError, match="version 1 record"):
+        verify_record(canonical_json(edited))
