@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import ssl
 import sys
 import urllib.request
@@ -28,6 +29,13 @@ if sys.version_info >= (3, 11):
 else:  # the same API, from the package aiohttp itself depends on there
     from async_timeout import timeout as _timeout
 
+
+def time_limit(seconds: float | None) -> Any:
+    """An async context manager that raises ``TimeoutError`` past ``seconds`` (``None``: never), on every
+    supported Python; :func:`expired` says afterwards whether it fired."""
+    return _timeout(seconds)
+
+
 CHUNK = 64 * 1024
 Headers = Mapping[str, str]
 
@@ -38,6 +46,10 @@ class BodyChecks(Protocol):
     def _check_declared_size(self, run_id: str, status: int, headers: Headers) -> None: ...
 
     def _add_chunk(self, run_id: str, status: int, body: bytearray, chunk: bytes, started: float) -> None: ...
+
+    def _time_left(self, started: float) -> float | None: ...
+
+    def _deadline_passed(self, run_id: str) -> APITimeoutError: ...
 
 
 class AiohttpExchange:
@@ -71,8 +83,10 @@ class AiohttpExchange:
         # a chunk longer than declared) stall aiohttp's parser with reading paused, where its sock_read
         # timer never runs. The guard allows connect + read at first, and read after the headers and each
         # chunk; it is moved only when that is later than its deadline (timers cost ~10% of a fast request).
-        loop, read = asyncio.get_running_loop(), self._read
-        guard = _timeout(self._connect + read)
+        # It never runs past the call's overall deadline either (a server trickling its headers would hold it).
+        loop, read, left = asyncio.get_running_loop(), self._read, checks._time_left(started)
+        end = math.inf if left is None else loop.time() + left
+        guard = _timeout(min(self._connect + read, end - loop.time()))
         try:
             async with (
                 guard,
@@ -82,13 +96,15 @@ class AiohttpExchange:
             ):
                 checks._check_declared_size(run_id, response.status, response.headers)
                 body = bytearray()
-                _extend(guard, loop.time() + read)
+                _extend(guard, min(loop.time() + read, end))
                 async for chunk in response.content.iter_chunked(CHUNK):
                     checks._add_chunk(run_id, response.status, body, chunk, started)
-                    _extend(guard, loop.time() + read)
+                    _extend(guard, min(loop.time() + read, end))
                 return response.status, response.headers, bytes(body)
         except asyncio.TimeoutError:
-            if _expired(guard):
+            if expired(guard) and loop.time() >= end:
+                raise checks._deadline_passed(run_id) from None
+            if expired(guard):
                 raise APITimeoutError(
                     f"Request timed out for run {run_id!r} at {self._base_url}: no progress for {read:g}s",
                     run_id=run_id,
@@ -112,7 +128,7 @@ def _extend(guard: Any, deadline: float) -> None:
             guard.update(deadline)
 
 
-def _expired(guard: Any) -> bool:
+def expired(guard: Any) -> bool:
     """Whether the guard itself fired: a method of asyncio's timeout, a property of async_timeout's."""
     return bool(guard.expired() if sys.version_info >= (3, 11) else guard.expired)
 

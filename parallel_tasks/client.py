@@ -21,7 +21,7 @@ import aiohttp
 import httpx
 import yarl
 
-from parallel_tasks._aiohttp import AiohttpExchange
+from parallel_tasks._aiohttp import AiohttpExchange, expired, time_limit
 from parallel_tasks._batch import BatchFetching
 from parallel_tasks._deadline import CALL_DEADLINE, deadline_transport
 from parallel_tasks._logging import debug_enabled, get_logger
@@ -167,15 +167,21 @@ class _ClientCore(Generic[HttpClient, Transport]):
         if past is not None:
             raise past
 
+    def _time_left(self, started: float) -> float | None:
+        """Seconds left before the call's overall deadline (``None``: no deadline)."""
+        deadline = self.retry_policy.deadline
+        return None if deadline is None else started + deadline - time.monotonic()
+
     def _past_deadline(self, run_id: str, started: float) -> APITimeoutError | None:
         """The error for a call whose overall deadline has passed, else ``None``."""
         deadline = self.retry_policy.deadline
         if deadline is not None and time.monotonic() - started > deadline:
-            return APITimeoutError(
-                f"Request timed out for run {run_id!r} at {self._base_url}: the overall {deadline:g}s deadline passed",
-                run_id=run_id,
-            )
+            return self._deadline_passed(run_id)
         return None
+
+    def _deadline_passed(self, run_id: str) -> APITimeoutError:
+        message = f"the overall {self.retry_policy.deadline:g}s deadline passed"
+        return APITimeoutError(f"Request timed out for run {run_id!r} at {self._base_url}: {message}", run_id=run_id)
 
     def _interpret(self, run_id: str, status: int, headers: Headers, body: bytes) -> TaskRunInput:
         """The parsed input for a 2xx, else the matching error (raised)."""
@@ -433,12 +439,24 @@ class AsyncParallelClient(BatchFetching, _ClientCore[httpx.AsyncClient, httpx.As
                 url = yarl.URL(f"{self._base_url}{encoded_path(run_id)}", encoded=True)
                 status, headers, body = await self._aiohttp.get(url, run_id, started, self)
             else:
-                status, headers, body = await self._exchange_httpx(run_id, started)
+                status, headers, body = await self._exchange_httpx_in_time(run_id, started)
         except _ASYNC_FAILURES as exc:
             failure = self._exchange_failure(run_id, exc)
         else:
             return self._interpret(run_id, status, headers, body)
         raise failure  # outside the except block: the httpx exception (which holds the key) is not chained
+
+    async def _exchange_httpx_in_time(self, run_id: str, started: float) -> tuple[int, Headers, bytes]:
+        """:meth:`_exchange_httpx` within the overall deadline: httpx's read timeout starts again with every
+        byte, so a server trickling its headers would otherwise hold the call without end."""
+        guard = time_limit(self._time_left(started))  # not wait_for: it can swallow a cancellation (Python 3.11)
+        try:
+            async with guard:
+                return await self._exchange_httpx(run_id, started)
+        except asyncio.TimeoutError:
+            if not expired(guard):  # not ours: a timeout httpx raised as asyncio's
+                raise
+            raise self._deadline_passed(run_id) from None
 
     async def _exchange_httpx(self, run_id: str, started: float) -> tuple[int, Headers, bytes]:
         """One GET through the given httpx transport or client."""

@@ -808,3 +808,58 @@ def test_a_compressed_body_is_never_decompressed_on_any_path(raw_server: RawServ
         assert "is 'gzip'-encoded, though none was asked for" in str(error)
     assert [request.headers["accept-encoding"] for request in seen] == ["identity", "identity"]
     assert b"\r\naccept-encoding: identity\r\n" in raw_server.requests[0].lower()
+
+
+# --- a server that trickles its headers ----------------------------------------------------------
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """Answers every request with a whole response, one byte every 50 ms (about 5 s in all)."""
+    import socket
+
+    head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-pad: " + b"a" * 40
+    response = head + b"\r\ncontent-length: 2\r\n\r\n{}"
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def drip(connection: socket.socket) -> None:
+        with connection:
+            try:
+                connection.recv(65536)
+                for byte in response:
+                    if stop.wait(0.05):
+                        return
+                    connection.sendall(bytes([byte]))
+            except OSError:
+                pass
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
+def test_the_overall_deadline_holds_while_a_server_trickles_its_headers(trickling_server: str) -> None:
+    """httpx's read timeout starts again with every byte, and aiohttp's guard allowed connect + read before the
+    headers: without the deadline on the exchange itself, each path would wait the whole 5 s of trickle."""
+    policy = RetryPolicy(max_retries=0, deadline=0.5)
+    options: dict[str, Any] = {"base_url": trickling_server, "retry_policy": policy, "read_timeout": 0.3}
+
+    async def fetch(transport: httpx.AsyncBaseTransport | None) -> ParallelError | None:
+        async with AsyncParallelClient(KEY, transport=transport, **options) as client:
+            return (await client.fetch("trun_trickled")).error
+
+    with ParallelClient(KEY, **options) as client:
+        errors = [client.fetch("trun_trickled").error]
+    errors += [asyncio.run(fetch(None)), asyncio.run(fetch(httpx.AsyncHTTPTransport()))]
+    for error in errors:
+        assert isinstance(error, APITimeoutError) and "the overall 0.5s deadline passed" in str(error), error
