@@ -102,9 +102,9 @@ class AiohttpExchange:
                     _extend(guard, min(loop.time() + read, end))
                 return response.status, response.headers, bytes(body)
         except asyncio.TimeoutError:
-            if expired(guard) and loop.time() >= end:
-                raise checks._deadline_passed(run_id) from None
             if expired(guard):
+                if loop.time() >= end:
+                    raise checks._deadline_passed(run_id) from None
                 raise APITimeoutError(
                     f"Request timed out for run {run_id!r} at {self._base_url}: no progress for {read:g}s",
                     run_id=run_id,

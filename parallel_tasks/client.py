@@ -174,10 +174,8 @@ class _ClientCore(Generic[HttpClient, Transport]):
 
     def _past_deadline(self, run_id: str, started: float) -> APITimeoutError | None:
         """The error for a call whose overall deadline has passed, else ``None``."""
-        deadline = self.retry_policy.deadline
-        if deadline is not None and time.monotonic() - started > deadline:
-            return self._deadline_passed(run_id)
-        return None
+        left = self._time_left(started)
+        return self._deadline_passed(run_id) if left is not None and left < 0 else None
 
     def _deadline_passed(self, run_id: str) -> APITimeoutError:
         message = f"the overall {self.retry_policy.deadline:g}s deadline passed"
