@@ -1,8 +1,9 @@
 """The audit's run strategies: batches (the default), one task per run (``.map``), chunks across workers.
 
-Each strategy fetches, validates and records every run it is given and returns one outcome record per run,
-fetched or not: one failing run (or batch, or chunk) never loses the others' records. The flow that picks a
-strategy and summarizes is :func:`parallel_tasks.flows.audit_run_inputs`.
+Each strategy fetches, validates and records every run it is given and tallies one outcome record per run,
+fetched or not, into the audit's :class:`~parallel_tasks.ledger.AuditLedger` as its batches finish: one failing
+run (or batch, or chunk) never loses the others' records, and the audit keeps no record per run in memory. The
+flow that picks a strategy and summarizes is :func:`parallel_tasks.flows.audit_run_inputs`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -31,7 +33,9 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.credentials import ParallelCredentials
+from parallel_tasks.ledger import AuditLedger
 from parallel_tasks.models import RunInputRecord
+from parallel_tasks.openlineage import add_openlineage_inputs
 from parallel_tasks.publishing import AuditProgress, run_context_ids, shared_events
 from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.redaction import redact_text
@@ -47,6 +51,7 @@ from parallel_tasks.tasks import (
 )
 
 __all__ = [
+    "BATCH_SIZE_MAX",
     "DASK_ENV_VAR",
     "DEFAULT_CHUNK_TIMEOUT_S",
     "BatchOptions",
@@ -55,7 +60,9 @@ __all__ = [
     "audit_in_chunks",
     "audit_with_map",
     "check_run_ids_are_text",
+    "default_batch_size",
     "load_run_ids",
+    "tally",
     "task_runner_from_environment",
 ]
 
@@ -63,6 +70,9 @@ PARALLEL_BATCHES = 4
 BATCHES_PER_SLOT = 3
 """By default the runs are cut into ``PARALLEL_BATCHES * BATCHES_PER_SLOT`` batches: a whole number of batches per
 slot, so the last ones do not run alone on a fraction of the concurrency while the other slots sit idle."""
+BATCH_SIZE_MAX = 1_000
+"""The largest batch by default: a batch holds its records until it ends, so past 12,000 runs an audit gets more
+batches, not larger ones, and its memory does not grow with its runs."""
 CHUNK_POLL_SECONDS = 2.0
 FLOW_RUNS_PER_READ = 200
 """Flow run ids asked for in one request (a server answers at most its own limit a request, 200 by default)."""
@@ -155,9 +165,8 @@ class _Collector:
     names its problem runs and logs progress about every 10%. A batch that broke as a whole counts as a
     failure of each of its runs."""
 
-    def __init__(self, total: int, base_url: str, secrets: tuple[str, ...] = ()) -> None:
-        self.total, self.base_url, self._secrets = total, base_url, secrets
-        self.records: list[RunInputRecord] = []
+    def __init__(self, total: int, ledger: AuditLedger, base_url: str, secrets: tuple[str, ...] = ()) -> None:
+        self.total, self.ledger, self.base_url, self._secrets = total, ledger, base_url, secrets
         self._next_progress = 10
         self._logger = get_run_logger()
         self.progress = AuditProgress(total, self._logger)
@@ -168,16 +177,17 @@ class _Collector:
             outcome = [
                 build_failure_record(run_id, outcome, base_url=self.base_url, secrets=self._secrets) for run_id in batch
             ]
-        self.records += outcome
+        tally(self.ledger, outcome)
         self.progress.advance(len(outcome))
         self.progress.name_problems(outcome)
-        percent = 100 * len(self.records) // self.total
+        done, counts = self.ledger.total, self.ledger.counts
+        percent = 100 * done // self.total
         if percent >= self._next_progress or last:
-            failed = sum(r.status in ("not_found", "unauthorized", "failed") for r in self.records)
-            unstored = sum(r.status == "not_stored" for r in self.records)
+            failed = sum(counts[status] for status in ("not_found", "unauthorized", "failed"))
+            unstored = counts["not_stored"]
             self._logger.info(
                 "Progress: %d/%d runs (%d%%), %d not fetched, %d not stored",
-                len(self.records),
+                done,
                 self.total,
                 percent,
                 failed,
@@ -188,26 +198,40 @@ class _Collector:
             self.progress.finish()
 
 
+def default_batch_size(runs: int) -> int:
+    """A twelfth of the runs (three batches for each of the four at once), from 50 to :data:`BATCH_SIZE_MAX`."""
+    return min(BATCH_SIZE_MAX, max(50, math.ceil(runs / (PARALLEL_BATCHES * BATCHES_PER_SLOT))))
+
+
+def tally(ledger: AuditLedger, records: list[RunInputRecord]) -> None:
+    """Count finished records into the audit, and report them to OpenLineage: nothing of them is kept."""
+    add_openlineage_inputs(records)
+    ledger.add(records)
+
+
 def audit_in_batches(
-    run_ids: list[str], batch_size: int | None, credentials: ParallelCredentials, options: BatchOptions
-) -> list[RunInputRecord]:
+    run_ids: list[str],
+    batch_size: int | None,
+    credentials: ParallelCredentials,
+    options: BatchOptions,
+    ledger: AuditLedger,
+) -> None:
     """Run the batch tasks, a few at a time (``concurrency`` requests in flight over all of them: never
     more batches at once than ``concurrency``, each with its share of it).
 
     With Prefect's default thread-pool runner the batches share one event loop: threads each running
     a loop would only fight over the GIL. Any other runner (Dask, say) gets them through ``submit``.
     """
-    size = batch_size or max(50, math.ceil(len(run_ids) / (PARALLEL_BATCHES * BATCHES_PER_SLOT)))
+    size = batch_size or default_batch_size(len(run_ids))
     batches = [run_ids[i : i + size] for i in range(0, len(run_ids), size)]
     width = min(PARALLEL_BATCHES, len(batches), options.concurrency)
     options = BatchOptions(max(1, options.concurrency // width), options.storage, options.artifacts)
-    collector = _Collector(len(run_ids), credentials.base_url, credentials.secrets_in_use())
+    collector = _Collector(len(run_ids), ledger, credentials.base_url, credentials.secrets_in_use())
     context = FlowRunContext.get()
     if context is None or isinstance(context.task_runner, ThreadPoolTaskRunner):
         run_coro_as_sync(_in_one_loop(batches, width, credentials, options, collector))
     else:
         _through_task_runner(batches, width, credentials, options, collector)
-    return collector.records
 
 
 async def _in_one_loop(
@@ -257,7 +281,9 @@ def _through_task_runner(
         collector.add(batch, future.result(raise_on_failure=False), last=not (waiting or running))
 
 
-def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options: BatchOptions) -> list[RunInputRecord]:
+def audit_with_map(
+    run_ids: list[str], credentials: ParallelCredentials, options: BatchOptions, ledger: AuditLedger
+) -> None:
     """One task run per run id and step (``use_map=True``), mapped ``options.concurrency`` run ids at a time
     (Prefect's thread pool would otherwise run every fetch at once)."""
     concurrency, storage, artifacts = options.concurrency, options.storage, options.artifacts
@@ -272,9 +298,9 @@ def audit_with_map(run_ids: list[str], credentials: ParallelCredentials, options
         _mapped_outcome(run_id, future.result(raise_on_failure=False), credentials, storage, artifacts)
         for run_id, future in zip(run_ids, fetched, strict=True)
     ]
+    tally(ledger, records)
     progress.name_problems(records)
     progress.finish()
-    return records
 
 
 def _mapped_outcome(
@@ -315,8 +341,9 @@ def audit_in_chunks(
     deployment: str,
     parameters: ChunkParameters,
     base_url: str,
+    ledger: AuditLedger,
     timeout_s: float = DEFAULT_CHUNK_TIMEOUT_S,
-) -> list[RunInputRecord]:
+) -> None:
     """Run each chunk of run ids as a flow run of ``deployment`` (so any worker may take it), wait for
     them all (at most ``timeout_s``; the chunks still unfinished then are cancelled), then gather every
     run's outcome from the record storage, the source of truth."""
@@ -335,10 +362,13 @@ def audit_in_chunks(
     logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(chunks), deployment, chunk_size)
     progress = AuditProgress(len(run_ids), logger)
     endings = _wait_for_flow_runs(children, names, logger, progress, timeout_s)
-    records = run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url))
-    progress.name_problems(records)
+
+    def take(records: list[RunInputRecord]) -> None:
+        tally(ledger, records)
+        progress.name_problems(records)
+
+    run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url, take))
     progress.finish()
-    return records
 
 
 def _wait_for_flow_runs(
@@ -472,9 +502,14 @@ def _read_flow_runs(client: SyncPrefectClient, ids: list[UUID]) -> list[FlowRun]
 
 
 async def _gather_outcomes(
-    children: dict[UUID, list[str]], endings: dict[UUID, str], storage_block: str | None, base_url: str
-) -> list[RunInputRecord]:
-    """Each run's latest record, if its chunk's flow run wrote it; else a failure naming the chunk and how it ended."""
+    children: dict[UUID, list[str]],
+    endings: dict[UUID, str],
+    storage_block: str | None,
+    base_url: str,
+    take: Callable[[list[RunInputRecord]], None],
+) -> None:
+    """Each run's latest record, if its chunk's flow run wrote it; else a failure naming the chunk and how it ended.
+    Handed to ``take`` a chunk at a time: the audit holds one chunk's records, whatever its number of runs."""
     storage = await resolve_storage(storage_block)
     limit = asyncio.Semaphore(64)
 
@@ -485,4 +520,5 @@ async def _gather_outcomes(
             return without_input(latest)
         return build_failure_record(run_id, RuntimeError(f"{endings[child_id]}, without a record"), base_url=base_url)
 
-    return list(await asyncio.gather(*(outcome(child, run_id) for child, ids in children.items() for run_id in ids)))
+    for child, ids in children.items():
+        take(list(await asyncio.gather(*(outcome(child, run_id) for run_id in ids))))

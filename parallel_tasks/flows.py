@@ -25,11 +25,11 @@ from parallel_tasks.audit import (
 )
 from parallel_tasks.credentials import resolve_credentials
 from parallel_tasks.errors import InvalidRunInputError
+from parallel_tasks.ledger import AuditLedger
 from parallel_tasks.manifests import write_audit_manifest
 from parallel_tasks.models import AuditSummary
 from parallel_tasks.openlineage import add_openlineage_inputs, with_openlineage
 from parallel_tasks.publishing import SUMMARY_ARTIFACT_KEY, publish_audit
-from parallel_tasks.records import summarize
 from parallel_tasks.settings import DEFAULT_CONCURRENCY, MAX_CONCURRENCY
 from parallel_tasks.tasks import (
     record_task_run_input_failure,
@@ -122,8 +122,8 @@ def audit_run_inputs(
         credentials_block: Name of a ParallelCredentials or Secret block; ``None`` reads ``PARALLEL_API_KEY``.
         max_concurrency: Requests in flight at once, over all batches (or mapped tasks), at most 1,000;
             with ``chunk_size``, in each chunk's flow run.
-        batch_size: Runs per batch task; by default a twelfth of the runs (at least 50): three batches for
-            each of the four run at once.
+        batch_size: Runs per batch task; by default a twelfth of the runs (at least 50, at most 1,000): three
+            batches for each of the four run at once, more past 12,000 runs.
         storage_block: Slug of a filesystem block for the records; Prefect's default result storage when ``None``.
         per_run_artifacts: Also create each run's markdown artifact (thousands would bury the UI).
         use_map: One task run per run id instead of batches (fine for a few hundred runs).
@@ -152,22 +152,21 @@ def audit_run_inputs(
         raise ValueError(f"chunk_timeout_seconds must be a positive number of seconds, got {chunk_timeout_seconds}")
     credentials = resolve_credentials(credentials_block)
     logger.info("Auditing %d runs against %s", len(distinct), credentials.base_url)
-    if chunk_size is not None and len(distinct) > chunk_size:
-        parameters = ChunkParameters(
-            credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts, openlineage
-        )
-        records = audit_in_chunks(
-            distinct, chunk_size, chunk_deployment, parameters, credentials.base_url, chunk_timeout_seconds
-        )
-    elif use_map:
-        records = audit_with_map(distinct, credentials, BatchOptions(max_concurrency, storage_block, per_run_artifacts))
-    else:
-        options = BatchOptions(max_concurrency, storage_block, per_run_artifacts)
-        records = audit_in_batches(distinct, batch_size, credentials, options)
-    add_openlineage_inputs(records)
-    manifest = write_audit_manifest(records, storage_block)
-    summary = summarize(records, duplicates=len(given) - len(distinct), manifest=manifest)
-    publish_audit(summary, records, per_run_artifacts=per_run_artifacts)
+    options = BatchOptions(max_concurrency, storage_block, per_run_artifacts)
+    with AuditLedger() as ledger:
+        if chunk_size is not None and len(distinct) > chunk_size:
+            parameters = ChunkParameters(
+                credentials_block, max_concurrency, batch_size, storage_block, per_run_artifacts, openlineage
+            )
+            base_url = credentials.base_url
+            audit_in_chunks(distinct, chunk_size, chunk_deployment, parameters, base_url, ledger, chunk_timeout_seconds)
+        elif use_map:
+            audit_with_map(distinct, credentials, options, ledger)
+        else:
+            audit_in_batches(distinct, batch_size, credentials, options, ledger)
+        manifest = write_audit_manifest(ledger, storage_block)
+        summary = ledger.summary(duplicates=len(given) - len(distinct), manifest=manifest)
+        publish_audit(summary, ledger, per_run_artifacts=per_run_artifacts)
     logger.info("Audit finished: %s", summary.describe())
     if fail_on_errors and (summary.not_fetched or summary.not_stored or manifest is None):
         return Failed(message=f"{_shortfall(summary)}; {summary.describe()}", data=summary)

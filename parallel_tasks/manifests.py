@@ -23,18 +23,21 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import io
 import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from parallel_tasks.ledger import ENTRY_FIELDS, AuditLedger, manifest_entry
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.records import RECORD_PREFIX, _path_segment, canonical_json
 from parallel_tasks.settings import SIGNING_BLOCK_ENV_VAR, get_settings
-from parallel_tasks.storage import _local_folder, _read, _write, is_missing
+from parallel_tasks.storage import _local_folder, _read, _write, is_missing, write_streamed
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -45,6 +48,7 @@ __all__ = [
     "MANIFEST_PREFIX",
     "SIGNING_BLOCK_ENV_VAR",
     "ManifestKey",
+    "MerkleTree",
     "WrittenManifest",
     "append_manifest",
     "build_manifest",
@@ -57,15 +61,17 @@ __all__ = [
     "signed_message",
     "verify_inclusion",
     "write_audit_manifest",
+    "write_manifest",
 ]
 
 MANIFEST_PREFIX = f"{RECORD_PREFIX}/_manifests"
 MANIFEST_VERSION = 1
-ENTRY_FIELDS = ("run_id", "status", "sha256", "record_key", "record_sha256", "content_record_sha256")
 HEAD_NAME = "head.json"
 LOCK_NAME = ".lock"
 LOCK_TIMEOUT_S = 120.0
 _SIGNATURE_DOMAIN = b"prefect-parallel-tasks manifest v1\n"
+_ENTRIES_MARK = b'"entries":[]'
+_ENTRIES_PER_WRITE = 1000
 
 
 # --- Merkle tree (RFC 6962 / RFC 9162) -----------------------------------------------------------
@@ -80,18 +86,35 @@ def _node(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-def merkle_root(leaves: Sequence[bytes]) -> bytes:
-    """The Merkle tree hash of the leaf hashes; pairing bottom-up and carrying an odd last node up
-    unchanged gives exactly RFC 6962's tree (split at the largest power of two below n)."""
-    if not leaves:
-        return hashlib.sha256(b"").digest()
-    level = list(leaves)
-    while len(level) > 1:
-        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
-    return level[0]
+class MerkleTree:
+    """RFC 6962's Merkle tree hash, computed as the leaf hashes come: it holds one subtree root per bit of the
+    leaf count, so a manifest of any size is hashed in a few hundred bytes."""
+
+    def __init__(self) -> None:
+        self._subtrees: list[tuple[int, bytes]] = []  # (leaves, root) of complete subtrees, largest first
+
+    def add(self, leaf: bytes) -> None:
+        size, node = 1, leaf
+        while self._subtrees and self._subtrees[-1][0] == size:
+            size, node = 2 * size, _node(self._subtrees.pop()[1], node)
+        self._subtrees.append((size, node))
+
+    def root(self) -> bytes:
+        """The root: the complete subtrees joined right to left (the tree splits at the largest power of two)."""
+        if not self._subtrees:
+            return hashlib.sha256(b"").digest()
+        root = self._subtrees[-1][1]
+        for _, node in reversed(self._subtrees[:-1]):
+            root = _node(node, root)
+        return root
+
+
+def merkle_root(leaves: Iterable[bytes]) -> bytes:
+    """The Merkle tree hash of the leaf hashes (RFC 6962)."""
+    tree = MerkleTree()
+    for leaf in leaves:
+        tree.add(leaf)
+    return tree.root()
 
 
 def _split(n: int) -> int:
@@ -228,11 +251,6 @@ def signed_message(manifest: dict[str, Any]) -> bytes:
 # --- building and writing ------------------------------------------------------------------------
 
 
-def manifest_entry(record: RunInputRecord) -> list[str | None]:
-    """One run's entry: what its ``latest.json`` says and the hashes that pin it and its content record."""
-    return [getattr(record, name) for name in ENTRY_FIELDS]
-
-
 def chain_folder(chain: str) -> str:
     """Storage folder of a chain's manifests."""
     return f"{MANIFEST_PREFIX}/{_path_segment(chain)}"
@@ -259,12 +277,26 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The manifest of an audit's records (one entry per run id: the last record given wins); a run whose
     record could not be written (``not_stored``) is not in the store, so not in its manifest."""
-    by_run = {record.run_id: record for record in records if record.status != "not_stored"}
-    ordered = [by_run[run_id] for run_id in sorted(by_run)]
-    entries = [manifest_entry(record) for record in ordered]
+    file = io.BytesIO()
+    with AuditLedger.of(records) as ledger:
+        fields = _manifest_fields(ledger, chain, sequence, previous, flow_run_id, created_at)
+        write_manifest(file, ledger, fields, key)
+    manifest: dict[str, Any] = json.loads(file.getvalue())
+    return manifest
+
+
+def _manifest_fields(
+    ledger: AuditLedger,
+    chain: str,
+    sequence: int,
+    previous: Sequence[str],
+    flow_run_id: str | None,
+    created_at: datetime | None = None,
+) -> dict[str, Any]:
+    """Every field of a manifest but its entries, Merkle root and signature, which the writing adds."""
     created = created_at or datetime.now(timezone.utc)
-    started = min((record.fetched_at for record in ordered), default=created)
-    manifest: dict[str, Any] = {
+    started = ledger.first_fetched_at() or created
+    return {
         "manifest_version": MANIFEST_VERSION,
         "chain": chain,
         "sequence": sequence,
@@ -273,13 +305,50 @@ def build_manifest(
         "started_at": _iso(min(started, created)),
         "created_at": _iso(created),
         "entry_fields": list(ENTRY_FIELDS),
-        "count": len(entries),
-        "merkle_root": merkle_root([leaf_hash(entry) for entry in entries]).hex(),
-        "entries": entries,
+        "count": ledger.stored,
     }
+
+
+def write_manifest(
+    file: BinaryIO, ledger: AuditLedger, fields: dict[str, Any], key: ManifestKey | None
+) -> tuple[str, str]:
+    """Write a manifest's canonical JSON to ``file`` as its entries are read from the ledger, hashing as it goes
+    (its Merkle root, then the signature over the rest, come after the entries in key order); return its sha256
+    and its Merkle root.
+    The entries are never all in memory: a manifest of a million runs costs what one of a thousand does."""
+    before, _, _ = canonical_json({**fields, "entries": []}).partition(_ENTRIES_MARK)
+    whole, tree = hashlib.sha256(), MerkleTree()
+
+    def put(piece: bytes) -> None:
+        file.write(piece)
+        whole.update(piece)
+
+    put(before + b'"entries":[')
+    separator = b""
+    for chunk in _chunks(ledger.entries(), _ENTRIES_PER_WRITE):
+        encoded = [canonical_json(entry) for entry in chunk]
+        for entry in encoded:
+            tree.add(hashlib.sha256(b"\x00" + entry).digest())  # leaf_hash, on the bytes already encoded
+        put(separator + b",".join(encoded))
+        separator = b","
+    put(b"]")
+    fields = {**fields, "merkle_root": tree.root().hex()}
     if key is not None:
-        manifest["signature"] = key.sign(signed_message(manifest))
-    return manifest
+        unsigned = whole.copy()
+        unsigned.update(_after_entries(fields))
+        fields["signature"] = key.sign(_SIGNATURE_DOMAIN + unsigned.hexdigest().encode())
+    put(_after_entries(fields))
+    return whole.hexdigest(), fields["merkle_root"]
+
+
+def _after_entries(fields: dict[str, Any]) -> bytes:
+    """The canonical JSON of the fields that sort after ``entries``, with the closing brace."""
+    return canonical_json({**fields, "entries": []}).partition(_ENTRIES_MARK)[2]
+
+
+def _chunks(items: Iterator[list[str | None]], size: int) -> Iterator[list[list[str | None]]]:
+    while chunk := list(islice(items, size)):
+        yield chunk
 
 
 @dataclass(frozen=True)
@@ -347,30 +416,33 @@ async def _read_head(storage: Any, chain: str) -> dict[str, Any] | None:
 
 async def append_manifest(
     storage: WritableFileSystem | Any,
-    records: Iterable[RunInputRecord],
+    records: Iterable[RunInputRecord] | AuditLedger,
     *,
     chain: str,
     flow_run_id: str | None,
     key: ManifestKey | None = None,
 ) -> WrittenManifest:
-    """Write the manifest of ``records`` after the chain's head, then move ``head.json`` to it."""
-    records = list(records)
+    """Write the manifest of ``records`` (or of an audit's ledger) after the chain's head, then move
+    ``head.json`` to it. The manifest is written as it is made: on a local filesystem it is never whole in memory."""
+    if not isinstance(records, AuditLedger):
+        with AuditLedger.of(records) as ledger:
+            return await append_manifest(storage, ledger, chain=chain, flow_run_id=flow_run_id, key=key)
     async with _chain_lock(storage, chain):
         head = await _read_head(storage, chain)
         previous = [str(head["manifest_sha256"])] if head else []
         sequence = int(head["sequence"]) + 1 if head else 1
-        manifest = build_manifest(
-            records, chain=chain, sequence=sequence, previous=previous, flow_run_id=flow_run_id, key=key
-        )
-        content = canonical_json(manifest)
-        digest = hashlib.sha256(content).hexdigest()
-        path = manifest_key(chain, sequence, digest)
-        await _write(storage, path, content)
+        fields = _manifest_fields(records, chain, sequence, previous, flow_run_id)
+        made: list[tuple[str, str]] = []
+
+        def write(file: BinaryIO) -> str:
+            made.append(write_manifest(file, records, fields, key))
+            return manifest_key(chain, sequence, made[0][0])
+
+        path = await write_streamed(storage, chain_folder(chain), write)
+        digest, root = made[0]
         pointer = {"chain": chain, "sequence": sequence, "manifest_sha256": digest, "key": path}
         await _write(storage, f"{chain_folder(chain)}/{HEAD_NAME}", canonical_json(pointer))
-    return WrittenManifest(
-        chain, sequence, path, digest, manifest["merkle_root"], manifest["count"], tuple(previous), key is not None
-    )
+    return WrittenManifest(chain, sequence, path, digest, root, fields["count"], tuple(previous), key is not None)
 
 
 # --- in a flow -----------------------------------------------------------------------------------
@@ -402,7 +474,7 @@ async def _signing_key() -> ManifestKey | None:
 
 
 async def _write_and_publish(
-    records: list[RunInputRecord], storage: WritableFileSystem | str | Path | None
+    records: Iterable[RunInputRecord] | AuditLedger, storage: WritableFileSystem | str | Path | None
 ) -> WrittenManifest:
     from prefect.events import emit_event
 
@@ -432,7 +504,7 @@ async def _write_and_publish(
 
 
 def write_audit_manifest(
-    records: Iterable[RunInputRecord], storage: WritableFileSystem | str | Path | None = None
+    records: Iterable[RunInputRecord] | AuditLedger, storage: WritableFileSystem | str | Path | None = None
 ) -> str | None:
     """Write the manifest of a flow run's records to its chain, publish it as an event, log it, and return
     its sha256 (for the run's summary artifact and state message). Call it once, after the records.
@@ -446,7 +518,7 @@ def write_audit_manifest(
     from parallel_tasks.redaction import redact_text
 
     try:
-        written = run_coro_as_sync(_write_and_publish(list(records), storage))
+        written = run_coro_as_sync(_write_and_publish(records, storage))
     except Exception as exc:
         with contextlib.suppress(Exception):  # outside a run there is no run logger
             get_run_logger().error("Manifest not written: %s", redact_text(f"{type(exc).__name__}: {exc}", ()))

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -37,6 +37,8 @@ from parallel_tasks.storage import store_record
 if TYPE_CHECKING:
     from prefect.client.orchestration import PrefectClient
     from prefect.filesystems import WritableFileSystem
+
+    from parallel_tasks.ledger import AuditLedger
 
 __all__ = [
     "AUDIT_REPORT_KEY",
@@ -323,7 +325,7 @@ async def record_outcome(
     return stored
 
 
-def publish_audit(summary: AuditSummary, records: Sequence[RunInputRecord], *, per_run_artifacts: bool) -> None:
+def publish_audit(summary: AuditSummary, ledger: AuditLedger, *, per_run_artifacts: bool) -> None:
     """The audit's summary table (problems first) and its markdown report beside it; the report links each
     problem run to its own artifact when the audit made them."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -336,7 +338,7 @@ def publish_audit(summary: AuditSummary, records: Sequence[RunInputRecord], *, p
     )
     create_table_artifact(summary.rows, key=SUMMARY_ARTIFACT_KEY, description=description + listed)
     link = artifact_link if per_run_artifacts else None
-    create_markdown_artifact(audit_markdown(summary, records, link), key=AUDIT_REPORT_KEY, description=description)
+    create_markdown_artifact(audit_markdown(summary, ledger, link), key=AUDIT_REPORT_KEY, description=description)
 
 
 class AuditProgress:

@@ -23,9 +23,10 @@ from typing import Any
 from urllib.parse import quote
 
 from parallel_tasks.errors import AuthenticationError, NotFoundError, PermissionDeniedError
+from parallel_tasks.ledger import AuditLedger
 from parallel_tasks.models import AuditSummary, RecordStatus, RunInputRecord, TaskRunInput, ValidationReport
 from parallel_tasks.redaction import Redactor
-from parallel_tasks.rendering import SUMMARY_ROWS_MAX, by_problem, summary_row
+from parallel_tasks.rendering import SUMMARY_ROWS_MAX
 
 __all__ = [
     "RECORD_PREFIX",
@@ -272,16 +273,6 @@ def summarize(
 ) -> AuditSummary:
     """Counts by status, and one summary row per run (problems first, at most ``max_rows``), over the outcome
     records of an audit (and the sha256 of the manifest it wrote, which its state message and summary artifact
-    then show)."""
-    ordered = by_problem(records)
-    counts = dict.fromkeys(("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored"), 0)
-    for record in ordered:
-        counts[record.status] += 1
-    return AuditSummary(
-        total=len(ordered),
-        counts=counts,
-        drifted=sum(r.drift for r in ordered),
-        duplicates=duplicates,
-        rows=[summary_row(r) for r in ordered[:max_rows]],
-        manifest_sha256=manifest,
-    )
+    then show). An audit of many runs tallies them as they come instead: :class:`parallel_tasks.ledger.AuditLedger`."""
+    with AuditLedger.of(records, max_rows) as ledger:
+        return ledger.summary(duplicates=duplicates, manifest=manifest)

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from parallel_tasks.models import AuditSummary, RunInputRecord
 from parallel_tasks.validation import METADATA_KEY_MAX, METADATA_VALUE_MAX, preview, text_length
+
+if TYPE_CHECKING:
+    from parallel_tasks.ledger import AuditLedger
 
 __all__ = [
     "HASH_PREFIX",
@@ -19,7 +22,6 @@ __all__ = [
     "PROBLEM_ORDER",
     "SUMMARY_ROWS_MAX",
     "audit_markdown",
-    "by_problem",
     "metadata_table",
     "problem",
     "progress_text",
@@ -80,11 +82,6 @@ def progress_text(done: int, total: int, width: int = 20) -> str:
 def shown_status(record: RunInputRecord) -> str:
     """The status people see: the record's, except ``drift`` for a valid run whose input changed."""
     return "drift" if record.status == "ok" and record.drift else record.status
-
-
-def by_problem(records: Iterable[RunInputRecord]) -> list[RunInputRecord]:
-    """Records in :data:`PROBLEM_ORDER`, then by run id."""
-    return sorted(records, key=lambda r: (PROBLEM_ORDER.index(shown_status(r)), r.run_id))
 
 
 def problem(record: RunInputRecord) -> str:
@@ -177,41 +174,37 @@ def _failure_lines(record: RunInputRecord) -> list[str]:
     return lines
 
 
-def audit_markdown(
-    summary: AuditSummary, records: Sequence[RunInputRecord], link: Callable[[str], str] | None = None
-) -> str:
+def audit_markdown(summary: AuditSummary, ledger: AuditLedger, link: Callable[[str], str] | None = None) -> str:
     """The audit's report: counts by status, violations by rule, and the problem runs (at most
     :data:`PROBLEMS_LISTED`, then how many more), each linked by ``link(run_id)`` when given."""
     lines = ["# Audit of Parallel run inputs", "", summary.describe(), "", "## Runs by status", ""]
     lines += ["| status | runs |", "|---|---|"]
-    shown = Counter(shown_status(r) for r in records)
+    shown = ledger.shown
     lines += [f"| {status} | {shown[status]} |" for status in PROBLEM_ORDER if shown[status]]
-    rules = Counter(v.rule for r in records for v in r.violations)
+    rules = ledger.violations_by_rule
     lines += ["", "## Violations by rule", ""]
     if rules:
         lines += ["| rule | violations | runs |", "|---|---|---|"]
-        runs_per_rule = Counter(rule for r in records for rule in {v.rule for v in r.violations})
-        lines += [f"| `{rule}` | {n} | {runs_per_rule[rule]} |" for rule, n in sorted(rules.items())]
+        lines += [f"| `{rule}` | {n} | {ledger.runs_by_rule[rule]} |" for rule, n in sorted(rules.items())]
     else:
         lines.append("None.")
-    ordered = by_problem(records)
-    problems = [r for r in ordered if shown_status(r) != "ok"]
-    lines += ["", f"## Problem runs ({len(problems)})", ""]
-    for record in problems[:PROBLEMS_LISTED]:
-        name = f"[{record.run_id}]({link(record.run_id)})" if link else f"`{record.run_id}`"
-        lines.append(f"- {name} **{shown_status(record)}**: {_cell(problem(record), 200)}")
-    if len(problems) > PROBLEMS_LISTED:
-        more = len(problems) - PROBLEMS_LISTED
-        listed = "lists them" if len(problems) <= len(summary.rows) else f"lists the first {len(summary.rows):,} runs"
+    problems = sum(shown[status] for status in PROBLEM_ORDER if status != "ok")
+    lines += ["", f"## Problem runs ({problems})", ""]
+    for row in ledger.problem_rows():
+        name = f"[{row['run_id']}]({link(row['run_id'])})" if link else f"`{row['run_id']}`"
+        lines.append(f"- {name} **{row['status']}**: {_cell(row['detail'], 200)}")
+    if problems > PROBLEMS_LISTED:
+        more = problems - PROBLEMS_LISTED
+        listed = "lists them" if problems <= len(summary.rows) else f"lists the first {len(summary.rows):,} runs"
         lines.append(f"- and {more} more (the summary table {listed})")
     if not problems:
         lines.append("None: every run was fetched, valid and unchanged.")
-    left_out = Counter(shown_status(r) for r in ordered[len(summary.rows) :])
+    left_out = shown - Counter(row["status"] for row in summary.rows)
     if left_out:
         statuses = ", ".join(f"{left_out[status]:,} {status}" for status in PROBLEM_ORDER if left_out[status])
         lines += [
             "",
-            f"The summary table lists {len(summary.rows):,} of the {len(ordered):,} runs, problems first; left out:"
+            f"The summary table lists {len(summary.rows):,} of the {ledger.total:,} runs, problems first; left out:"
             f" {statuses}. The audit's manifest lists every run.",
         ]
     return "\n".join(lines) + "\n"

@@ -6,13 +6,16 @@ written before the latest pointer, so a crash between the two leaves nothing a r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
 import os
+import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.records import content_key, latest_key, record_hash, sealed
@@ -95,6 +98,31 @@ async def _write(storage: Any, key: str, content: bytes) -> None:
         os.makedirs(parent, exist_ok=True)
         _create(partial, content)
     os.replace(partial, os.path.join(parent, name))
+
+
+async def write_streamed(storage: Any, folder: str, write: Callable[[BinaryIO], str]) -> str:
+    """Write an object made piece by piece by ``write(file)``, which returns its key (known only at the end: a
+    manifest is named after its own hash). On a local filesystem it goes to a temporary file in ``folder``,
+    renamed into place, so it is never whole in memory; other blocks take bytes, read back from a temporary file."""
+    local = _local_folder(storage)
+    if local is None:
+        with tempfile.TemporaryFile() as file:
+            key = write(file)
+            file.seek(0)
+            await _write(storage, key, file.read())
+        return key
+    parent = os.path.join(local, folder)
+    os.makedirs(parent, exist_ok=True)
+    partial = os.path.join(parent, f".streamed.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        with open(partial, "xb") as file:
+            key = write(file)
+        os.replace(partial, os.path.join(local, key))
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+        raise
+    return key
 
 
 def _create(path: str, content: bytes) -> None:

@@ -22,6 +22,7 @@ from parallel_tasks import audit
 from parallel_tasks.audit import _gather_outcomes, task_runner_from_environment
 from parallel_tasks.emulator import Emulator
 from parallel_tasks.flows import audit_run_inputs
+from parallel_tasks.models import RunInputRecord
 from parallel_tasks.publishing import AuditProgress
 from parallel_tasks.records import build_failure_record, without_input
 from parallel_tasks.settings import DASK_ENV_VAR
@@ -84,7 +85,9 @@ def test_a_chunk_counts_only_the_records_it_wrote(storage: tuple[str, Path]) -> 
             await store_record(target, record.model_copy(update={"flow_run_id": str(writer)}))
         children = {first.id: [written, stale], second.id: [missing]}
         endings = {first.id: "chunk flow run audit-chunk-1-of-2 ended Completed", second.id: "chunk flow run x ended"}
-        return list(await _gather_outcomes(children, endings, slug, BASE_URL))
+        gathered: list[RunInputRecord] = []
+        await _gather_outcomes(children, endings, slug, BASE_URL, gathered.extend)
+        return gathered
 
     by_run = {record.run_id: record for record in asyncio.run(scenario())}  # type: ignore[attr-defined]
     assert sorted(by_run) == sorted([written, stale, missing])

@@ -29,9 +29,10 @@ from parallel_tasks import ParallelCredentials, run_input_cache_key
 from parallel_tasks.audit import load_run_ids
 from parallel_tasks.emulator import Emulator, FaultConfig
 from parallel_tasks.flows import SUMMARY_ARTIFACT_KEY, audit_run_inputs, fetch_run_input
+from parallel_tasks.ledger import AuditLedger
 from parallel_tasks.lineage import artifact_key, asset_key, latest_key, verify_record
 from parallel_tasks.publishing import AUDIT_REPORT_KEY, publish_audit
-from parallel_tasks.records import build_failure_record, summarize
+from parallel_tasks.records import build_failure_record
 from parallel_tasks.verify import LocalStore, verify_store
 from tests.conftest import CANARY_KEY
 
@@ -463,7 +464,8 @@ def test_a_capped_summary_table_says_so_where_people_see_it() -> None:
 
     @flow
     def publish() -> None:
-        publish_audit(summarize(records, max_rows=2), records, per_run_artifacts=False)
+        with AuditLedger.of(records, max_rows=2) as ledger:
+            publish_audit(ledger.summary(), ledger, per_run_artifacts=False)
 
     state = publish(return_state=True)
     (table,) = [a for a in artifacts(SUMMARY_ARTIFACT_KEY) if a.flow_run_id == flow_run_id(state)]

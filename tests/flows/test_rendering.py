@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from parallel_tasks import NotFoundError, TaskRunInput
 from parallel_tasks.errors import AuthenticationError
+from parallel_tasks.ledger import AuditLedger
 from parallel_tasks.models import RunInputRecord
 from parallel_tasks.publishing import artifact_link
 from parallel_tasks.records import build_failure_record, build_record, summarize
-from parallel_tasks.rendering import PROBLEMS_LISTED, audit_markdown, progress_text, render_markdown
+from parallel_tasks.rendering import (
+    PROBLEMS_LISTED,
+    SUMMARY_ROWS_MAX,
+    audit_markdown,
+    progress_text,
+    render_markdown,
+)
 from parallel_tasks.validation import check_task_run_input
 
 GOOD = {"processor": "core", "input": "What is the GDP of France?", "metadata": {"team": "audit"}}
@@ -61,16 +70,23 @@ def test_summary_rows_put_problems_first_with_the_short_columns_first() -> None:
     assert all(value is not None and "None" not in str(value) for row in summary.rows for value in row.values())
 
 
+def report_of(
+    records: list[RunInputRecord], link: Callable[[str], str] | None = None, max_rows: int = SUMMARY_ROWS_MAX
+) -> str:
+    with AuditLedger.of(records, max_rows) as ledger:
+        return audit_markdown(ledger.summary(), ledger, link)
+
+
 def test_the_report_counts_by_status_and_rule_and_links_each_problem_run() -> None:
     records = audit_records()
-    report = audit_markdown(summarize(records), records, artifact_link)
+    report = report_of(records, artifact_link)
     assert "| not_found | 1 |" in report and "| ok | 1 |" in report and "| drift | 1 |" in report
     assert "| `metadata.key_too_long` | 1 | 1 |" in report
     assert "## Problem runs (6)" in report
     assert "- [trun_d4](/artifacts/key/parallel-run-input-trun-d4) **not_found**: 404 Not Found" in report
     assert report.index("trun_f6") < report.index("trun_d4") < report.index("trun_c3") < report.index("trun_b2")
     assert "trun_a1" not in report and "None" not in report
-    unlinked = audit_markdown(summarize(records), records)
+    unlinked = report_of(records)
     assert "](/artifacts" not in unlinked and "- `trun_d4` **not_found**" in unlinked
 
 
@@ -81,14 +97,14 @@ def test_past_the_row_cap_the_table_keeps_the_problems_and_the_report_says_what_
     assert (
         summary.rows_left_out == 5 and summary.total == 10 and summary.counts["ok"] == 5
     )  # drift is an ok run whose input changed
-    report = audit_markdown(summary, records)
+    report = report_of(records, max_rows=5)
     assert "lists 5 of the 10 runs, problems first; left out: 1 drift, 4 ok." in report
-    assert "left out" not in audit_markdown(summarize(records), records)
+    assert "left out" not in report_of(records)
 
 
 def test_the_report_names_at_most_the_cap_then_how_many_more() -> None:
     records = [not_found(f"trun_{i:04d}") for i in range(PROBLEMS_LISTED + 7)]
-    report = audit_markdown(summarize(records), records, artifact_link)
+    report = report_of(records, artifact_link)
     assert report.count("**not_found**") == PROBLEMS_LISTED
     assert "- and 7 more (the summary table lists them)" in report
 
