@@ -207,6 +207,18 @@ def tally(ledger: AuditLedger, records: list[RunInputRecord]) -> None:
     """Count finished records into the audit, and report them to OpenLineage: nothing of them is kept."""
     add_openlineage_inputs(records)
     ledger.add(records)
+    _unlink(records)
+
+
+def _unlink(records: list[RunInputRecord]) -> None:
+    """Drop the flow run's link from each record to the task that returned it. Prefect keeps one for every element
+    of a task's returned list for as long as the flow runs (about 200 bytes a run), so that passing it to another
+    task records the dependency; the audit passes no record on once tallied."""
+    context = FlowRunContext.get()
+    links = getattr(context, "run_results", None)
+    if isinstance(links, dict):
+        for record in records:
+            links.pop(id(record), None)
 
 
 def audit_in_batches(

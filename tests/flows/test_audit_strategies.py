@@ -295,3 +295,30 @@ def test_a_run_id_that_is_not_text_is_refused_before_any_work(
     assert state.is_failed()
     assert "run id 3 ('trun_\\\\ud800x') is not Unicode text" in (state.message or "")
     assert clean_emulator.requests_by_run == {}  # nothing fetched: refused before any work
+
+
+def test_an_audit_keeps_no_link_per_run_to_the_batch_that_returned_it(
+    credentials_block: str, storage: tuple[str, Path], emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prefect links every element of a task's returned list to the task run for the whole flow run; an audit of a
+    million runs would keep a million such links after it dropped the records."""
+    from prefect.context import FlowRunContext
+
+    from parallel_tasks import flows
+
+    kept: list[int] = []
+    write = flows.write_audit_manifest
+
+    def write_and_count(ledger: Any, storage_block: Any) -> str | None:
+        context = FlowRunContext.get()
+        assert context is not None
+        kept.append(len(context.run_results))
+        return write(ledger, storage_block)
+
+    monkeypatch.setattr(flows, "write_audit_manifest", write_and_count)
+    run_ids = emulator.store.ids()[:120]
+    state = audit_run_inputs(
+        run_ids=run_ids, credentials_block=credentials_block, storage_block=storage[0], batch_size=40, return_state=True
+    )
+    assert state.is_completed() and state.result().total == 120
+    assert kept and kept[0] < 10  # the three batches' own results at most, none per run
