@@ -52,6 +52,7 @@ _EXPORTS_BY_MODULE: dict[str, tuple[str, ...]] = {
         "ResponseValidationError",
         "UnprocessableEntityError",
     ),
+    "parallel_tasks.ledger": ("AuditLedger",),
     "parallel_tasks.manifests": (
         "ManifestKey",
         "write_audit_manifest",
@@ -145,6 +146,9 @@ if TYPE_CHECKING:
         ResponseTooLargeError as ResponseTooLargeError,
         ResponseValidationError as ResponseValidationError,
         UnprocessableEntityError as UnprocessableEntityError,
+    )
+    from parallel_tasks.ledger import (
+        AuditLedger as AuditLedger,
     )
     from parallel_tasks.manifests import (
         ManifestKey as ManifestKey,

@@ -140,6 +140,8 @@ def audit_run_inputs(
     logger = get_run_logger()
     given = list(run_ids or []) + (load_run_ids(run_ids_file) if run_ids_file else [])
     distinct = list(dict.fromkeys(given))
+    duplicates = len(given) - len(distinct)
+    del given  # the ids are kept once: at a million runs, a second list is 8 MB
     if not distinct:
         raise ValueError("No run ids to audit: pass run_ids or run_ids_file")
     check_run_ids_are_text(distinct)
@@ -165,7 +167,7 @@ def audit_run_inputs(
         else:
             audit_in_batches(distinct, batch_size, credentials, options, ledger)
         manifest = write_audit_manifest(ledger, storage_block)
-        summary = ledger.summary(duplicates=len(given) - len(distinct), manifest=manifest)
+        summary = ledger.summary(duplicates=duplicates, manifest=manifest)
         publish_audit(summary, ledger, per_run_artifacts=per_run_artifacts)
     logger.info("Audit finished: %s", summary.describe())
     if fail_on_errors and (summary.not_fetched or summary.not_stored or manifest is None):

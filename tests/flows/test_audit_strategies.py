@@ -5,6 +5,7 @@ end-to-end tests)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from pathlib import Path
@@ -322,3 +323,27 @@ def test_an_audit_keeps_no_link_per_run_to_the_batch_that_returned_it(
     )
     assert state.is_completed() and state.result().total == 120
     assert kept and kept[0] < 10  # the three batches' own results at most, none per run
+
+
+def test_an_audit_in_your_own_flow_tallies_its_batches_into_one_manifest(
+    credentials_block: str, storage: tuple[str, Path], emulator: Emulator
+) -> None:
+    """The README's example: the batch task and the ledger in a flow of your own, one manifest for all its batches."""
+    from prefect import flow
+
+    from parallel_tasks import AuditLedger, AuditSummary, audit_run_inputs_batch, write_audit_manifest
+
+    slug, folder = storage
+
+    @flow
+    def my_audit(run_ids: list[str]) -> AuditSummary:
+        with AuditLedger() as ledger:
+            for start in range(0, len(run_ids), 50):
+                ledger.add(audit_run_inputs_batch(run_ids[start : start + 50], credentials_block, storage=slug))
+            return ledger.summary(manifest=write_audit_manifest(ledger, slug))
+
+    run_ids = emulator.store.ids()[:120]
+    summary = my_audit(run_ids)
+    assert summary.total == 120 and summary.not_fetched == 0 and summary.manifest_sha256
+    (manifest,) = folder.glob(f"parallel-run-inputs/_manifests/*/*-{summary.manifest_sha256}.json")
+    assert [entry[0] for entry in json.loads(manifest.read_text())["entries"]] == sorted(run_ids)
