@@ -339,7 +339,8 @@ def test_an_audit_in_your_own_flow_tallies_its_batches_into_one_manifest(
     def my_audit(run_ids: list[str]) -> AuditSummary:
         with AuditLedger() as ledger:
             for start in range(0, len(run_ids), 50):
-                ledger.add(audit_run_inputs_batch(run_ids[start : start + 50], credentials_block, storage=slug))
+                batch = run_ids[start : start + 50]
+                ledger.add(audit_run_inputs_batch.submit(batch, credentials_block, storage=slug).result())
             return ledger.summary(manifest=write_audit_manifest(ledger, slug))
 
     run_ids = emulator.store.ids()[:120]
