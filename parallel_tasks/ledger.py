@@ -16,9 +16,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from types import TracebackType
-from typing import Any
+from typing import Any, get_args
 
-from parallel_tasks.models import AuditSummary, RunInputRecord
+from parallel_tasks.models import AuditSummary, RecordStatus, RunInputRecord
 from parallel_tasks.rendering import PROBLEM_ORDER, PROBLEMS_LISTED, SUMMARY_ROWS_MAX, shown_status, summary_row
 
 __all__ = ["ENTRY_FIELDS", "STATUSES", "AuditLedger", "manifest_entry"]
@@ -26,7 +26,7 @@ __all__ = ["ENTRY_FIELDS", "STATUSES", "AuditLedger", "manifest_entry"]
 ENTRY_FIELDS = ("run_id", "status", "sha256", "record_key", "record_sha256", "content_record_sha256")
 """A run's entry in a manifest: what its ``latest.json`` says and the hashes that pin it and its content record."""
 
-STATUSES = ("ok", "invalid", "not_found", "unauthorized", "failed", "not_stored")
+STATUSES: tuple[str, ...] = get_args(RecordStatus)
 
 _SCHEMA = """
 PRAGMA journal_mode = OFF;
@@ -68,14 +68,21 @@ class AuditLedger:
         self._rows: list[tuple[tuple[int, str], dict[str, Any]]] = []
         handle, self._path = tempfile.mkstemp(prefix="parallel-audit-", suffix=".sqlite")
         os.close(handle)
-        # Used by one caller at a time, from whichever thread runs the flow's loop.
-        self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
-        self._db.executescript(_SCHEMA)
+        try:  # used by one caller at a time, from whichever thread runs the flow's loop
+            self._db = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+            self._db.executescript(_SCHEMA)
+        except BaseException:
+            os.remove(self._path)
+            raise
 
     @classmethod
     def of(cls, records: Iterable[RunInputRecord], max_rows: int = SUMMARY_ROWS_MAX) -> AuditLedger:
         ledger = cls(max_rows)
-        ledger.add(records)
+        try:
+            ledger.add(records)
+        except BaseException:
+            ledger.close()
+            raise
         return ledger
 
     def add(self, records: Iterable[RunInputRecord]) -> None:

@@ -79,7 +79,11 @@ _ENTRIES_PER_WRITE = 1000
 
 def leaf_hash(entry: Sequence[Any]) -> bytes:
     """The hash of one entry as a leaf: domain-separated from inner nodes."""
-    return hashlib.sha256(b"\x00" + canonical_json(list(entry))).digest()
+    return _leaf(canonical_json(list(entry)))
+
+
+def _leaf(encoded_entry: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + encoded_entry).digest()
 
 
 def _node(left: bytes, right: bytes) -> bytes:
@@ -245,7 +249,11 @@ class ManifestKey:
 def signed_message(manifest: dict[str, Any]) -> bytes:
     """What a signature covers: the sha256 of the manifest's canonical JSON without its signature."""
     body = {k: v for k, v in manifest.items() if k != "signature"}
-    return _SIGNATURE_DOMAIN + hashlib.sha256(canonical_json(body)).hexdigest().encode()
+    return _signed(hashlib.sha256(canonical_json(body)).hexdigest())
+
+
+def _signed(body_sha256: str) -> bytes:
+    return _SIGNATURE_DOMAIN + body_sha256.encode()
 
 
 # --- building and writing ------------------------------------------------------------------------
@@ -328,7 +336,7 @@ def write_manifest(
     for chunk in _chunks(ledger.entries(), _ENTRIES_PER_WRITE):
         encoded = [canonical_json(entry) for entry in chunk]
         for entry in encoded:
-            tree.add(hashlib.sha256(b"\x00" + entry).digest())  # leaf_hash, on the bytes already encoded
+            tree.add(_leaf(entry))
         put(separator + b",".join(encoded))
         separator = b","
     put(b"]")
@@ -336,7 +344,7 @@ def write_manifest(
     if key is not None:
         unsigned = whole.copy()
         unsigned.update(_after_entries(fields))
-        fields["signature"] = key.sign(_SIGNATURE_DOMAIN + unsigned.hexdigest().encode())
+        fields["signature"] = key.sign(_signed(unsigned.hexdigest()))
     put(_after_entries(fields))
     return whole.hexdigest(), fields["merkle_root"]
 

@@ -7,6 +7,7 @@ import gc
 import hashlib
 import json
 import random
+import tempfile
 import weakref
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -179,3 +180,13 @@ def test_batches_grow_with_the_runs_only_up_to_their_cap() -> None:
     assert default_batch_size(100) == 50
     assert default_batch_size(6_000) == 500
     assert default_batch_size(100_000) == BATCH_SIZE_MAX == 1_000
+
+
+def test_a_ledger_that_cannot_take_its_records_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    unplaceable = stored("trun_a", GOOD, datetime.min.replace(tzinfo=timezone(timedelta(hours=1))))
+    with pytest.raises(OverflowError):
+        AuditLedger.of([unplaceable])
+    with AuditLedger():
+        assert len(list(tmp_path.glob("parallel-audit-*.sqlite"))) == 1
+    assert list(tmp_path.iterdir()) == []
