@@ -34,7 +34,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from parallel_tasks.credentials import ParallelCredentials
 from parallel_tasks.ledger import AuditLedger
-from parallel_tasks.models import RunInputRecord
+from parallel_tasks.models import NOT_FETCHED, RunInputRecord
 from parallel_tasks.openlineage import add_openlineage_inputs
 from parallel_tasks.publishing import AuditProgress, run_context_ids, shared_events
 from parallel_tasks.records import build_failure_record, without_input
@@ -183,7 +183,7 @@ class _Collector:
         done, counts = self.ledger.total, self.ledger.counts
         percent = 100 * done // self.total
         if percent >= self._next_progress or last:
-            failed = sum(counts[status] for status in ("not_found", "unauthorized", "failed"))
+            failed = sum(counts[status] for status in NOT_FETCHED)
             unstored = counts["not_stored"]
             self._logger.info(
                 "Progress: %d/%d runs (%d%%), %d not fetched, %d not stored",

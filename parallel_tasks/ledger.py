@@ -140,7 +140,7 @@ class AuditLedger:
 
     def entries(self) -> Iterator[list[str | None]]:
         """The manifest's entries, sorted by run id (by code point, as Python sorts strings)."""
-        columns = "run_id, status, sha256, record_key, record_sha256, content_record_sha256"
+        columns = ", ".join(ENTRY_FIELDS)
         for row in self._db.execute("SELECT " + columns + " FROM entry ORDER BY run_id"):  # noqa: S608 (constants)
             yield list(row)
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from parallel_tasks.errors import ParallelError
 
 __all__ = [
+    "NOT_FETCHED",
     "AuditSummary",
     "AutoSchema",
     "ErrorDetail",
@@ -274,6 +275,9 @@ RecordStatus = Literal["ok", "invalid", "not_found", "unauthorized", "failed", "
 """The outcome of auditing one run: fetched and valid, fetched but invalid, why it was not fetched, or
 fetched but its record could not be written (``not_stored``, never found in a store)."""
 
+NOT_FETCHED: tuple[RecordStatus, ...] = ("not_found", "unauthorized", "failed")
+"""The statuses of a run whose input could not be fetched (or whose record could not be built)."""
+
 
 class RunInputRecord(BaseModel):
     """The audit record of one run input: which input, spec and metadata a run was started with.
@@ -359,7 +363,7 @@ class AuditSummary(BaseModel):
     @property
     def not_fetched(self) -> int:
         """Runs whose input could not be fetched (or whose record could not be built)."""
-        return sum(self.counts.get(s, 0) for s in ("not_found", "unauthorized", "failed"))
+        return sum(self.counts.get(s, 0) for s in NOT_FETCHED)
 
     @property
     def not_stored(self) -> int:
