@@ -218,6 +218,21 @@ def ceiling_line(rows: list[dict[str, Any]]) -> str:
         f"through the audit's own batcher, at {ceiling['rps']:,.0f}/s ({ceiling['rps'] / aiohttp['rps']:.2f}x (a)); "
         f"the audit ran at {flow['rps'] / ceiling['rps']:.2f}x of that. The audit ends when the server has stored "
         "every run's event, so it cannot be faster than its server stores them."
+        + server_cpu_sentence(ceiling, flow, aiohttp)
+    )
+
+
+def server_cpu_sentence(ceiling: dict[str, Any], flow: dict[str, Any], aiohttp: dict[str, Any]) -> str:
+    """What the Prefect server's CPU time says of that ceiling: it stores events in one process, so one core's
+    worth of its CPU per event bounds the rate whatever the client does."""
+    per_event, per_run = ceiling.get("server_cpu_us_per_run"), flow.get("server_cpu_us_per_run")
+    if not (per_event and per_run):
+        return ""
+    bound = 1e6 / per_event
+    return (
+        f" The server spent {per_event:,.0f} µs of CPU per event storing them ({per_run:,.0f} µs per run during the "
+        f"audit): one process, so even with a whole core to itself it stores at most {bound:,.0f} events/s "
+        f"({bound / aiohttp['rps']:.2f}x (a))."
     )
 
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import openlineage_overhead
-from _common import REPO, SEED, start_emulator, start_plain_server, stop_process, write_ids
+from _common import REPO, SEED, cpu_seconds, start_emulator, start_plain_server, stop_process, write_ids
 from report import CLIENT_ORDER, machine_info, write_reports
 
 BENCH = Path(__file__).resolve().parent
@@ -117,6 +117,13 @@ def wait_healthy(url: str, process: subprocess.Popen[Any], timeout: float) -> No
 @contextmanager
 def prefect_server(home: Path) -> Iterator[str]:
     """A Prefect server on a free port of 127.0.0.1 (its own process); yields its API URL."""
+    with prefect_server_process(home) as (api_url, _):
+        yield api_url
+
+
+@contextmanager
+def prefect_server_process(home: Path) -> Iterator[tuple[str, subprocess.Popen[Any]]]:
+    """:func:`prefect_server`, yielding its process too (whose CPU time says what the server did)."""
     port = free_port()
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--no-ui", "--analytics-off"]
@@ -127,7 +134,7 @@ def prefect_server(home: Path) -> Iterator[str]:
         try:
             api_url = f"http://127.0.0.1:{port}/api"
             wait_healthy(f"{api_url}/health", process, timeout=180)
-            yield api_url
+            yield api_url, process
         finally:
             stop_process(process)
 
@@ -193,7 +200,7 @@ def measure_flows(
     order = targeted + sorted((combo for combo in everything if combo not in targeted), key=lambda x: (x[1], -x[2]))
     rows: list[dict[str, Any]] = []
     rates: list[float] = []  # runs/s seen so far, to guess how long the next flow takes
-    with prefect_server(home) as api_url:
+    with prefect_server_process(home) as (api_url, server):
         log(f"Prefect server up at {api_url}")
         for latency, n, concurrency in order:
             row: dict[str, Any] = {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "flow"}
@@ -206,7 +213,7 @@ def measure_flows(
             env = clean_env(home, PREFECT_API_URL=api_url, PREFECT_LOCAL_STORAGE_PATH=str(storage))
             command = [sys.executable, "flow_worker.py", "--base-url", urls[latency], "--ids-file", str(ids_file)]
             command += ["--n", str(n), "--concurrency", str(concurrency), "--block", f"bench-{latency:.0f}ms"]
-            result = run_worker(command, env, FLOW_TIMEOUT_S)
+            result = run_worker_on_server(server, n, command, env)
             shutil.rmtree(storage, ignore_errors=True)
             rows.append({**row, **result, "load_1m": os.getloadavg()[0]})
             if "rps" in result:
@@ -215,13 +222,25 @@ def measure_flows(
         # The ceiling of the largest targeted audit: its events alone, on the same server, right after it.
         latency, n, concurrency = max(targeted, key=lambda combo: combo[1])
         env = clean_env(home, PREFECT_API_URL=api_url)
-        result = run_worker(
-            [sys.executable, "events_worker.py", "--ids-file", str(ids_file), "--n", str(n)], env, FLOW_TIMEOUT_S
-        )
+        command = [sys.executable, "events_worker.py", "--ids-file", str(ids_file), "--n", str(n)]
+        result = run_worker_on_server(server, n, command, env)
         row = {"latency_ms": latency, "n": n, "concurrency": concurrency, "client": "events", "server": "emulator"}
         rows.append({**row, **result, "load_1m": os.getloadavg()[0]})
         log(f"N={n} the audit's events alone: " + summary_of(result))
     return rows
+
+
+def run_worker_on_server(
+    server: subprocess.Popen[Any], n: int, command: list[str], env: dict[str, str]
+) -> dict[str, Any]:
+    """:func:`run_worker` for a worker of the Prefect server, with the server's CPU time over it per run (the
+    server is one process: its threads are counted, and it spawns none)."""
+    before = cpu_seconds(server.pid)
+    result = run_worker(command, env, FLOW_TIMEOUT_S)
+    after = cpu_seconds(server.pid)
+    if before is not None and after is not None and "rps" in result:
+        result["server_cpu_us_per_run"] = (after - before) / n * 1e6
+    return result
 
 
 def measure_startup(home: Path, repeats: int = 3) -> dict[str, Any]:
