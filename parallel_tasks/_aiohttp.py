@@ -12,15 +12,14 @@ import functools
 import math
 import ssl
 import sys
-import urllib.request
 from collections.abc import Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
 import yarl
 
+from parallel_tasks._urls import environment_proxy
 from parallel_tasks.errors import APITimeoutError
 from parallel_tasks.settings import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
@@ -131,15 +130,6 @@ def _extend(guard: Any, deadline: float) -> None:
 def expired(guard: Any) -> bool:
     """Whether the guard itself fired: a method of asyncio's timeout, a property of async_timeout's."""
     return bool(guard.expired() if sys.version_info >= (3, 11) else guard.expired)
-
-
-def environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url``, unless NO_PROXY exempts its host."""
-    parts = urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    return proxy
 
 
 @functools.cache

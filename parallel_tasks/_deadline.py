@@ -85,10 +85,12 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._backend.sleep(seconds)
 
 
-def deadline_transport(limits: httpx.Limits) -> httpx.HTTPTransport:
-    """httpx's own transport, its connections wrapped by :class:`_DeadlineBackend`. httpx has no option
-    for a network backend; its pool keeps one in an attribute (a test fails if that ever changes)."""
-    transport = httpx.HTTPTransport(limits=limits)
+def deadline_transport(limits: httpx.Limits, proxy: str | None = None) -> httpx.HTTPTransport:
+    """httpx's own transport, through ``proxy`` if given, its connections wrapped by :class:`_DeadlineBackend`.
+    httpx has no option for a network backend; its pool keeps one in an attribute (a test fails if that ever
+    changes). httpx looks up the environment's proxy only for a client without a transport, so the caller
+    passes it here."""
+    transport = httpx.HTTPTransport(limits=limits, proxy=proxy)
     pool = transport._pool
     backend = getattr(pool, "_network_backend", None)
     if isinstance(backend, httpcore.NetworkBackend):

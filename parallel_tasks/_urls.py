@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
+import urllib.request
 from collections.abc import Mapping
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -87,3 +88,12 @@ def redirect_origin(headers: Mapping[str, str]) -> str:
     except (httpx.InvalidURL, ValueError):  # ValueError: UnicodeError for bytes that are not text
         return "an unusable Location"
     return f"{target.scheme}://{target.host}" if target.host else "the same origin"
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, unless NO_PROXY exempts its host."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy

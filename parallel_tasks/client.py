@@ -26,7 +26,14 @@ from parallel_tasks._batch import BatchFetching
 from parallel_tasks._deadline import CALL_DEADLINE, deadline_transport
 from parallel_tasks._logging import debug_enabled, get_logger
 from parallel_tasks._responses import Headers, exchange_failure, interpret, too_large
-from parallel_tasks._urls import MAX_RUN_ID_LENGTH, encoded_path, run_input_path, validate_base_url, validate_run_id
+from parallel_tasks._urls import (
+    MAX_RUN_ID_LENGTH,
+    encoded_path,
+    environment_proxy,
+    run_input_path,
+    validate_base_url,
+    validate_run_id,
+)
 from parallel_tasks._version import __version__
 from parallel_tasks.errors import (
     APIError,
@@ -309,7 +316,7 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
     def _open(self, http_client: httpx.Client | None, transport: httpx.BaseTransport | None) -> None:
         self._owns_http = http_client is None
         if http_client is None and transport is None:
-            transport = deadline_transport(self._limits())
+            transport = deadline_transport(self._limits(), proxy=environment_proxy(self._base_url))
         self._http = http_client or httpx.Client(
             transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
         )
