@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pydantic
 
-from parallel_tasks._urls import redirect_origin
+from parallel_tasks._urls import redirect_origin, shown_proxy
 from parallel_tasks.errors import (
     APIConnectionError,
     APIError,
@@ -59,10 +59,13 @@ def interpret(
     raise status_error(run_id, status, headers, body, redact=redact, base_url=base_url)
 
 
-def exchange_failure(run_id: str, exc: Exception, *, redact: Redact, base_url: str) -> APIError:
+def exchange_failure(
+    run_id: str, exc: Exception, *, redact: Redact, base_url: str, proxy: str | None = None
+) -> APIError:
     """The error for an exchange that got no usable response, built from the exception's type and text only:
     httpx exceptions hold the request, whose headers carry the key, so they are never chained. It names the
-    base URL it tried (which never holds a key: a URL with userinfo or a query is refused)."""
+    base URL it tried (which never holds a key: a URL with userinfo or a query is refused), and the proxy it
+    went through, if any (without the proxy's credentials): a failing proxy is otherwise hard to tell apart."""
     if isinstance(exc, httpx.InvalidURL):
         # An httpx client prepares the next request of a redirect, even one it will not follow, and raises
         # InvalidURL when the Location cannot be made a URL: the response's fault, not the transport's.
@@ -72,7 +75,8 @@ def exchange_failure(run_id: str, exc: Exception, *, redact: Redact, base_url: s
     cls = APITimeoutError if timed_out else APIConnectionError
     what = "timed out" if cls is APITimeoutError else "connection failed"
     detail = redact(str(exc)) or "no detail"
-    return cls(f"Request {what} for run {run_id!r} at {base_url}: {type(exc).__name__}: {detail}", run_id=run_id)
+    where = base_url if proxy is None else f"{base_url} through the proxy {shown_proxy(proxy)}"
+    return cls(f"Request {what} for run {run_id!r} at {where}: {type(exc).__name__}: {detail}", run_id=run_id)
 
 
 def too_large(run_id: str, status_code: int, what: str, cap: int) -> ResponseTooLargeError:

@@ -97,3 +97,10 @@ def environment_proxy(url: str) -> str | None:
     if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     return proxy
+
+
+def shown_proxy(proxy: str) -> str:
+    """A proxy URL as an error may show it: its scheme, host and port, never its credentials or path."""
+    scheme, _, rest = proxy.rpartition("://")
+    host = rest.rsplit("@", 1)[-1].split("/", 1)[0]  # after the last @: a password may hold / or @
+    return f"{scheme or 'http'}://{host}"

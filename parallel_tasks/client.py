@@ -127,6 +127,7 @@ class _ClientCore(Generic[HttpClient, Transport]):
             headers["x-api-key"] = self._api_key
         self._headers = httpx.Headers(headers)
         self._log = get_logger(secrets=(self._api_key,))
+        self._proxy: str | None = None  # the environment's proxy, when the default transport goes through one
         self._open(http_client, transport)
 
     def _open(self, http_client: HttpClient | None, transport: Transport | None) -> None:
@@ -155,7 +156,7 @@ class _ClientCore(Generic[HttpClient, Transport]):
         return scrub_secrets(value, (self._api_key,))
 
     def _exchange_failure(self, run_id: str, exc: Exception) -> APIError:
-        return exchange_failure(run_id, exc, redact=self._redact, base_url=self._base_url)
+        return exchange_failure(run_id, exc, redact=self._redact, base_url=self._base_url, proxy=self._proxy)
 
     def _check_declared_size(self, run_id: str, status: int, headers: Headers) -> None:
         declared = headers.get("content-length", "")
@@ -316,7 +317,8 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
     def _open(self, http_client: httpx.Client | None, transport: httpx.BaseTransport | None) -> None:
         self._owns_http = http_client is None
         if http_client is None and transport is None:
-            transport = deadline_transport(self._limits(), proxy=environment_proxy(self._base_url))
+            self._proxy = environment_proxy(self._base_url)
+            transport = deadline_transport(self._limits(), proxy=self._proxy)
         self._http = http_client or httpx.Client(
             transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
         )
@@ -417,6 +419,7 @@ class AsyncParallelClient(BatchFetching, _ClientCore[httpx.AsyncClient, httpx.As
         self._aiohttp = AiohttpExchange(
             self._base_url, self._headers, self._timeout, self._limits().max_connections or 100
         )
+        self._proxy = None if http_client or transport else self._aiohttp.proxy
         self._sleep = asyncio.sleep
 
     async def get_task_run_input(self, run_id: str) -> TaskRunInput:

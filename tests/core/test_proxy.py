@@ -10,9 +10,11 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
 from parallel_tasks import APIConnectionError, AsyncParallelClient, FetchResult, ParallelClient
+from parallel_tasks._urls import shown_proxy
 
 RUN_ID = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 PATH = f"/v1/tasks/runs/{RUN_ID}/input"
@@ -90,4 +92,29 @@ def test_a_proxy_that_refuses_connections_is_a_connection_error_without_its_cred
     monkeypatch.setenv("HTTPS_PROXY", f"http://user:{PROXY_PASSWORD}@127.0.0.1:{closed_port}")
     result = fetch(kind, "https://api.parallel.invalid")
     assert isinstance(result.error, APIConnectionError)
+    assert f"through the proxy http://127.0.0.1:{closed_port}:" in str(result.error)  # the proxy failed, not the API
     assert PROXY_PASSWORD not in str(result.error) and PROXY_PASSWORD not in repr(result)
+
+
+@pytest.mark.parametrize(
+    ("proxy", "shown"),
+    [
+        ("http://proxy.example:3128", "http://proxy.example:3128"),
+        ("http://user:p@ss/word@proxy.example:3128/", "http://proxy.example:3128"),
+        ("proxy.example:3128", "http://proxy.example:3128"),
+        ("socks5://u:pw@10.0.0.1:1080", "socks5://10.0.0.1:1080"),
+    ],
+)
+def test_an_error_shows_a_proxy_without_its_credentials(proxy: str, shown: str) -> None:
+    assert shown_proxy(proxy) == shown
+
+
+def test_a_client_given_its_own_transport_names_no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with ParallelClient("key", transport=httpx.MockTransport(refuse), max_retries=0) as client:
+        error = client.fetch(RUN_ID).error
+    assert isinstance(error, APIConnectionError) and "proxy" not in str(error)
+
+
+def refuse(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("refused", request=request)
