@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import get_run_logger, unmapped
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -361,19 +361,13 @@ def audit_in_chunks(
     run's outcome from the record storage, the source of truth."""
     logger = get_run_logger()
     chunks = [run_ids[i : i + chunk_size] for i in range(0, len(run_ids), chunk_size)]
-    children: dict[UUID, list[str]] = {}
-    names: dict[UUID, str] = {}
-    for number, chunk in enumerate(chunks, start=1):
-        child: FlowRun = run_deployment(  # type: ignore[assignment]
-            deployment,
-            parameters=parameters.for_chunk(chunk),
-            flow_run_name=f"audit-chunk-{number}-of-{len(chunks)}",
-            timeout=0,
-        )
-        children[child.id], names[child.id] = chunk, child.name
-    logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(chunks), deployment, chunk_size)
+    children, names, not_started = _start_chunks(chunks, deployment, parameters, logger)
+    started = {child_id: ids for child_id, ids in children.items() if child_id not in not_started}
+    logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(started), deployment, chunk_size)
     progress = AuditProgress(len(run_ids), logger)
-    endings = _wait_for_flow_runs(children, names, logger, progress, timeout_s)
+    for child_id in not_started:
+        progress.advance(len(children[child_id]))  # settled now, as failures
+    endings = {**not_started, **_wait_for_flow_runs(started, names, logger, progress, timeout_s)}
 
     def take(records: list[RunInputRecord]) -> None:
         tally(ledger, records)
@@ -381,6 +375,47 @@ def audit_in_chunks(
 
     run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url, take))
     progress.finish()
+
+
+def _start_chunks(
+    chunks: list[list[str]], deployment: str, parameters: ChunkParameters, logger: Any
+) -> tuple[dict[UUID, list[str]], dict[UUID, str], dict[UUID, str]]:
+    """Start a flow run of ``deployment`` per chunk: each chunk's run ids by flow run id, the names of those
+    started, and how each chunk not started ended (under a stand-in id).
+
+    When a chunk cannot be started after others were, it and the chunks after it are not tried (the server
+    likely refuses them all): their runs fail, naming why, and the chunks started are waited for and gathered
+    as usual, so their records are not lost. When the first cannot be started, its error is raised."""
+    children: dict[UUID, list[str]] = {}
+    names: dict[UUID, str] = {}
+    not_started: dict[UUID, str] = {}
+    for number, chunk in enumerate(chunks, start=1):
+        name = f"audit-chunk-{number}-of-{len(chunks)}"
+        ending = f"chunk flow run {name} was not started, after an earlier chunk could not be" if not_started else None
+        if ending is None:
+            try:
+                child: FlowRun = run_deployment(  # type: ignore[assignment]
+                    deployment, parameters=parameters.for_chunk(chunk), flow_run_name=name, timeout=0
+                )
+            except Exception as error:
+                if not children:
+                    raise
+                reason = redact_text(f"{type(error).__name__}: {error}", ())[:300]
+                ending = f"chunk flow run {name} could not be started ({reason})"
+                logger.error(
+                    "Could not start chunk %s (%s): it and the %d after it are not started, their runs fail;"
+                    " the %d started go on",
+                    name,
+                    reason,
+                    len(chunks) - number,
+                    len(children),
+                )
+            else:
+                children[child.id], names[child.id] = chunk, child.name
+        if ending is not None:
+            stand_in = uuid4()
+            children[stand_in], not_started[stand_in] = chunk, ending
+    return children, names, not_started
 
 
 def _wait_for_flow_runs(

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from prefect import flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Completed, Crashed
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -143,6 +144,69 @@ def test_chunks_no_worker_takes_are_waited_for_until_the_timeout_then_cancelled_
         )
     (progress,) = [artifact for artifact in made if artifact.type == "progress"]
     assert progress.data == 100.0  # the runs of the cancelled chunks are settled, as failures
+
+
+def test_chunks_after_one_that_cannot_be_started_fail_and_those_started_are_still_waited_for(
+    credentials_block: str, storage: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses the second chunk's flow run: the first, started, is waited for and settled as usual (not
+    left running unaccounted); the second's runs fail naming the refusal (credentials in it masked); the third
+    is not tried, and its runs fail saying so."""
+    slug, _ = storage
+    name = f"refused-{uuid.uuid4().hex[:8]}"
+    with get_client(sync_client=True) as client:
+        deployment_id = unserved_deployment(client, name)
+    started = audit.run_deployment
+    calls: list[str] = []
+
+    def refusing_after_the_first(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs["flow_run_name"])
+        if len(calls) > 1:
+            raise RuntimeError("503 from http://user:hunter2@prefect.example/api")
+        return started(*args, **kwargs)
+
+    monkeypatch.setattr(audit, "run_deployment", refusing_after_the_first)
+    run_ids = [f"trun_{n:032x}" for n in range(3)]
+
+    state = audit_run_inputs(
+        run_ids=run_ids,
+        credentials_block=credentials_block,
+        storage_block=slug,
+        chunk_size=1,
+        chunk_deployment=f"audit-run-inputs/{name}",
+        chunk_timeout_seconds=1.0,
+        return_state=True,
+    )
+
+    assert calls == ["audit-chunk-1-of-3", "audit-chunk-2-of-3"]
+    assert state.is_failed() and state.message.startswith("3 of 3 runs could not be fetched"), state.message
+    errors = {row["run_id"]: row["detail"] for row in state.result(raise_on_failure=False).rows}
+    assert "audit-chunk-1-of-3 was cancelled, still Scheduled after 1 s, without a record" in errors[run_ids[0]]
+    assert "audit-chunk-2-of-3 could not be started (RuntimeError: 503 from http://" in errors[run_ids[1]]
+    assert "audit-chunk-3-of-3 was not started, after an earlier chunk could not be" in errors[run_ids[2]]
+    assert "hunter2" not in json.dumps(errors)
+    with get_client(sync_client=True) as client:
+        (chunk,) = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+    assert chunk.state is not None and chunk.state.is_cancelled()
+
+
+def test_an_audit_whose_first_chunk_cannot_be_started_fails_with_the_error(
+    credentials_block: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("no deployment named audit-run-inputs/missing")
+
+    monkeypatch.setattr(audit, "run_deployment", refusing)
+    state = audit_run_inputs(
+        run_ids=[f"trun_{n:032x}" for n in range(2)],
+        credentials_block=credentials_block,
+        chunk_size=1,
+        chunk_deployment="audit-run-inputs/missing",
+        return_state=True,
+    )
+    assert state.is_failed() and "no deployment named audit-run-inputs/missing" in str(state.message), state.message
 
 
 def test_a_chunk_past_the_servers_page_of_flow_runs_is_seen_when_it_finishes(
