@@ -412,3 +412,36 @@ def test_an_audit_in_your_own_flow_tallies_its_batches_into_one_manifest(
     assert summary.total == 120 and summary.not_fetched == 0 and summary.manifest_sha256
     (manifest,) = folder.glob(f"parallel-run-inputs/_manifests/*/*-{summary.manifest_sha256}.json")
     assert [entry[0] for entry in json.loads(manifest.read_text())["entries"]] == sorted(run_ids)
+
+
+def test_the_batch_tasks_of_an_audit_share_one_prefect_client(
+    credentials_block: str, storage: tuple[str, Path], emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Prefect client costs tens of milliseconds of CPU to open (and a version check against the server):
+    the batch tasks in the audit's loop use one, so how many are opened does not grow with the batches."""
+    from prefect.client.orchestration import PrefectClient
+
+    opened: list[int] = []
+    init = PrefectClient.__init__
+
+    def counting_init(self: PrefectClient, *args: Any, **kwargs: Any) -> None:
+        opened.append(1)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(PrefectClient, "__init__", counting_init)
+    run_ids = emulator.store.ids()[:12]
+
+    def clients_opened(batch_size: int) -> int:
+        opened.clear()
+        state = audit_run_inputs(
+            run_ids=run_ids,
+            credentials_block=credentials_block,
+            storage_block=storage[0],
+            batch_size=batch_size,
+            return_state=True,
+        )
+        assert state.is_completed() and state.result().total == len(run_ids)
+        return len(opened)
+
+    clients_opened(batch_size=6)  # the first flow run of a process also starts Prefect's log and event services
+    assert clients_opened(batch_size=1) == clients_opened(batch_size=6)  # 12 batch tasks, then 2
