@@ -91,16 +91,32 @@ def redirect_origin(headers: Mapping[str, str]) -> str:
 
 
 def environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url``, unless NO_PROXY exempts its host."""
+    """The HTTP(S) proxy the environment names for ``url``, unless NO_PROXY exempts its host. A value without a
+    scheme is taken as ``http://`` (as curl and httpx take it); a SOCKS proxy is not used (neither transport
+    speaks SOCKS without an extra package)."""
     parts = urlsplit(url)
     proxy = urllib.request.getproxies().get(parts.scheme)
     if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
         return None
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    if proxy.split("://", 1)[0].lower() not in ("http", "https"):
+        return None
+    try:
+        usable = bool(httpx.URL(proxy).host)
+    except (httpx.InvalidURL, ValueError):
+        usable = False
+    if not usable:  # said once, here, without the credentials it may hold: not by every request that fails
+        raise ValueError(f"The {parts.scheme} proxy the environment names is not a usable URL: {shown_proxy(proxy)}")
     return proxy
 
 
 def shown_proxy(proxy: str) -> str:
-    """A proxy URL as an error may show it: its scheme, host and port, never its credentials or path."""
-    scheme, _, rest = proxy.rpartition("://")
-    host = rest.rsplit("@", 1)[-1].split("/", 1)[0]  # after the last @: a password may hold / or @
-    return f"{scheme or 'http'}://{host}"
+    """A proxy URL as an error may show it: its scheme, host and port, never its credentials, path or query.
+    The host is what follows the last ``@``: a password may hold ``/``, ``@`` or ``://``, and showing a wrong host
+    for a proxy with an ``@`` in its path is better than showing part of a password."""
+    scheme, separator, rest = proxy.partition("://")
+    if not separator:
+        scheme, rest = "http", proxy
+    host = re.split(r"[/?#]", rest.rsplit("@", 1)[-1], maxsplit=1)[0]
+    return f"{scheme}://{host}"

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from parallel_tasks import APIConnectionError, AsyncParallelClient, FetchResult, ParallelClient
-from parallel_tasks._urls import shown_proxy
+from parallel_tasks._urls import environment_proxy, shown_proxy
 
 RUN_ID = "trun_bbf5d6d60a5a8aca6d19f35c5426fab0"
 PATH = f"/v1/tasks/runs/{RUN_ID}/input"
@@ -101,7 +101,10 @@ def test_a_proxy_that_refuses_connections_is_a_connection_error_without_its_cred
     [
         ("http://proxy.example:3128", "http://proxy.example:3128"),
         ("http://user:p@ss/word@proxy.example:3128/", "http://proxy.example:3128"),
-        ("proxy.example:3128", "http://proxy.example:3128"),
+        ("http://user:a://b@proxy.example:3128", "http://proxy.example:3128"),
+        ("http://user:pw@proxy.example:3128?token=x#y", "http://proxy.example:3128"),
+        ("user:pw@proxy.example:3128", "http://proxy.example:3128"),
+        ("http://user:pw@[::1]:3128", "http://[::1]:3128"),
         ("socks5://u:pw@10.0.0.1:1080", "socks5://10.0.0.1:1080"),
     ],
 )
@@ -118,3 +121,28 @@ def test_a_client_given_its_own_transport_names_no_proxy(monkeypatch: pytest.Mon
 
 def refuse(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("refused", request=request)
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_proxy_named_without_a_scheme_is_taken_as_http(
+    kind: str, server: tuple[int, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port, targets = server
+    monkeypatch.setenv("HTTP_PROXY", f"127.0.0.1:{port}")
+    assert fetch(kind, f"http://localhost:{port}").ok
+    assert targets == [f"http://localhost:{port}{PATH}"]
+
+
+@pytest.mark.parametrize("client", [ParallelClient, AsyncParallelClient])
+def test_a_proxy_that_is_not_a_usable_url_is_refused_once_without_its_credentials(
+    client: type[ParallelClient] | type[AsyncParallelClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:{PROXY_PASSWORD}://x@proxy.example:3128")
+    with pytest.raises(ValueError, match="https proxy the environment names is not a usable URL") as raised:
+        client("key")
+    assert str(raised.value).endswith(": http://proxy.example:3128") and PROXY_PASSWORD not in str(raised.value)
+
+
+def test_a_socks_proxy_in_the_environment_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "socks5://127.0.0.1:1080")
+    assert environment_proxy("https://api.parallel.ai") is None
