@@ -267,10 +267,15 @@ async def _in_one_loop(
     # One Prefect client for every batch task run in this loop: each would otherwise open its own, and a client
     # costs tens of milliseconds of CPU to open (httpx loads the CA certificates even for an http:// API).
     async with AsyncClientContext.get_or_create(), shared_events():
-        pending = [run(number, batch) for number, batch in enumerate(batches, start=1)]
-        for done, finished in enumerate(asyncio.as_completed(pending), start=1):
-            batch, outcome = await finished
-            collector.add(batch, outcome, last=done == len(batches))
+        pending = [asyncio.ensure_future(run(number, batch)) for number, batch in enumerate(batches, start=1)]
+        try:
+            for done, finished in enumerate(asyncio.as_completed(pending), start=1):
+                batch, outcome = await finished
+                collector.add(batch, outcome, last=done == len(batches))
+        finally:  # none left running past the shared client (on an error here, or a cancellation)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
 
 def _through_task_runner(
@@ -367,15 +372,16 @@ def audit_in_chunks(
     started = {child_id: ids for child_id, ids in children.items() if child_id not in not_started}
     logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(started), deployment, chunk_size)
     progress = AuditProgress(len(run_ids), logger)
-    for child_id in not_started:
-        progress.advance(len(children[child_id]))  # settled now, as failures
-    endings = {**not_started, **_wait_for_flow_runs(started, names, logger, progress, timeout_s)}
 
     def take(records: list[RunInputRecord]) -> None:
         tally(ledger, records)
         progress.name_problems(records)
 
-    run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url, take))
+    for child_id, ending in not_started.items():  # settled now, as failures: nothing of theirs can be stored
+        take([build_failure_record(run_id, RuntimeError(ending), base_url=base_url) for run_id in children[child_id]])
+        progress.advance(len(children[child_id]))
+    endings = _wait_for_flow_runs(started, names, logger, progress, timeout_s)
+    run_coro_as_sync(_gather_outcomes(started, endings, parameters.storage_block, base_url, take))
     progress.finish()
 
 

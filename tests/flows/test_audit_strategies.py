@@ -418,17 +418,18 @@ def test_the_batch_tasks_of_an_audit_share_one_prefect_client(
     credentials_block: str, storage: tuple[str, Path], emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each Prefect client costs tens of milliseconds of CPU to open (and a version check against the server):
-    the batch tasks in the audit's loop use one, so how many are opened does not grow with the batches."""
-    from prefect.client.orchestration import PrefectClient
+    the batch tasks in the audit's loop use one, so how many client contexts are opened (each task run opens its
+    own when none is shared) does not grow with the batches."""
+    from prefect.context import AsyncClientContext
 
     opened: list[int] = []
-    init = PrefectClient.__init__
+    init = AsyncClientContext.__init__
 
-    def counting_init(self: PrefectClient, *args: Any, **kwargs: Any) -> None:
+    def counting_init(self: AsyncClientContext, *args: Any, **kwargs: Any) -> None:
         opened.append(1)
         init(self, *args, **kwargs)
 
-    monkeypatch.setattr(PrefectClient, "__init__", counting_init)
+    monkeypatch.setattr(AsyncClientContext, "__init__", counting_init)
     run_ids = emulator.store.ids()[:12]
 
     def clients_opened(batch_size: int) -> int:
@@ -445,3 +446,37 @@ def test_the_batch_tasks_of_an_audit_share_one_prefect_client(
 
     clients_opened(batch_size=6)  # the first flow run of a process also starts Prefect's log and event services
     assert clients_opened(batch_size=1) == clients_opened(batch_size=6)  # 12 batch tasks, then 2
+
+
+def test_an_audit_that_breaks_while_tallying_leaves_no_batch_task_running(
+    credentials_block: str, storage: tuple[str, Path], clean_emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch tasks share the loop's Prefect client: when the audit stops early, the batches still running are
+    cancelled and awaited before that client closes, so none is left Running on the server (or writing on)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from parallel_tasks.emulator import FaultConfig
+
+    def broken_add(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the ledger broke")
+
+    monkeypatch.setattr(audit._Collector, "add", broken_add)
+    run_ids = clean_emulator.store.ids()[:12]
+    for run_id in run_ids[1:]:  # the first batch ends at once, while the others are still fetching
+        clean_emulator.set_faults(FaultConfig(latency_ms=3000), run_id=run_id)
+    state = audit_run_inputs(
+        run_ids=run_ids,
+        credentials_block=credentials_block,
+        storage_block=storage[0],
+        batch_size=1,
+        return_state=True,
+    )
+    assert state.is_failed() and "the ledger broke" in str(state.message), state.message
+    with get_client(sync_client=True) as client:
+        task_runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    batches = [run for run in task_runs if run.name.startswith("audit-batch")]
+    assert batches and all(run.state is not None and run.state.is_final() for run in batches), [
+        (run.name, run.state_name) for run in batches
+    ]
