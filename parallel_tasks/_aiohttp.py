@@ -19,7 +19,6 @@ import aiohttp
 import httpx
 import yarl
 
-from parallel_tasks._urls import environment_proxy
 from parallel_tasks.errors import APITimeoutError
 from parallel_tasks.settings import DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT
 
@@ -54,14 +53,21 @@ class BodyChecks(Protocol):
 class AiohttpExchange:
     """A lazily opened aiohttp session for one base URL, with the client's headers, timeouts and proxy."""
 
-    def __init__(self, base_url: str, headers: Mapping[str, str], timeout: httpx.Timeout, max_connections: int) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        headers: Mapping[str, str],
+        timeout: httpx.Timeout,
+        max_connections: int,
+        proxy: str | None = None,
+    ) -> None:
         self._base_url = base_url
         self._session: aiohttp.ClientSession | None = None  # opened on first use, inside the event loop
         self._max_connections = max_connections
         self._headers = dict(headers)
-        # The proxy for the one host this client talks to, from HTTP(S)_PROXY / NO_PROXY, looked up once
-        # (aiohttp's trust_env would look it up, and read .netrc, in a thread for every request).
-        self.proxy = environment_proxy(base_url)
+        # The client's proxy, looked up once (aiohttp's trust_env would look it up, and read .netrc, in a thread
+        # for every request).
+        self.proxy = proxy
         self._timeout = aiohttp.ClientTimeout(
             total=None, connect=timeout.pool, sock_connect=timeout.connect, sock_read=timeout.read
         )

@@ -127,7 +127,8 @@ class _ClientCore(Generic[HttpClient, Transport]):
             headers["x-api-key"] = self._api_key
         self._headers = httpx.Headers(headers)
         self._log = get_logger(secrets=(self._api_key,))
-        self._proxy: str | None = None  # the environment's proxy, when the default transport goes through one
+        # The environment's proxy, for the default transport only: a given transport or client brings its own.
+        self._proxy = environment_proxy(self._base_url) if http_client is None and transport is None else None
         self._open(http_client, transport)
 
     def _open(self, http_client: HttpClient | None, transport: Transport | None) -> None:
@@ -317,7 +318,6 @@ class ParallelClient(_ClientCore[httpx.Client, httpx.BaseTransport]):
     def _open(self, http_client: httpx.Client | None, transport: httpx.BaseTransport | None) -> None:
         self._owns_http = http_client is None
         if http_client is None and transport is None:
-            self._proxy = environment_proxy(self._base_url)
             transport = deadline_transport(self._limits(), proxy=self._proxy)
         self._http = http_client or httpx.Client(
             transport=transport, timeout=self._timeout, limits=self._limits(), follow_redirects=False
@@ -417,9 +417,8 @@ class AsyncParallelClient(BatchFetching, _ClientCore[httpx.AsyncClient, httpx.As
         self._http = http_client
         self._transport = None if http_client else transport
         self._aiohttp = AiohttpExchange(
-            self._base_url, self._headers, self._timeout, self._limits().max_connections or 100
+            self._base_url, self._headers, self._timeout, self._limits().max_connections or 100, self._proxy
         )
-        self._proxy = None if http_client or transport else self._aiohttp.proxy
         self._sleep = asyncio.sleep
 
     async def get_task_run_input(self, run_id: str) -> TaskRunInput:

@@ -172,7 +172,7 @@ async def test_a_chunked_body_past_the_cap_is_cut_off(odd_server: tuple[str, lis
 
 
 def test_the_environment_proxy_is_looked_up_once_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
-    from parallel_tasks._aiohttp import environment_proxy as _environment_proxy
+    from parallel_tasks._urls import environment_proxy as _environment_proxy
 
     for name in ("https_proxy", "HTTPS_PROXY", "no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.delenv(name, raising=False)

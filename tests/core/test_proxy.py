@@ -119,6 +119,15 @@ def test_a_client_given_its_own_transport_names_no_proxy(monkeypatch: pytest.Mon
     assert isinstance(error, APIConnectionError) and "proxy" not in str(error)
 
 
+@pytest.mark.parametrize("client", [ParallelClient, AsyncParallelClient])
+def test_a_client_given_its_own_transport_never_looks_at_the_environment_proxy(
+    client: type[ParallelClient] | type[AsyncParallelClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:pw://x@proxy.example:3128")  # unusable, and not its business
+    made = client("key", transport=httpx.MockTransport(refuse))
+    assert made._proxy is None
+
+
 def refuse(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("refused", request=request)
 
