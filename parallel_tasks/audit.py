@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from prefect import get_run_logger, unmapped
 from prefect.client.orchestration import SyncPrefectClient, get_client
@@ -369,60 +369,57 @@ def audit_in_chunks(
     logger = get_run_logger()
     chunks = [run_ids[i : i + chunk_size] for i in range(0, len(run_ids), chunk_size)]
     children, names, not_started = _start_chunks(chunks, deployment, parameters, logger)
-    started = {child_id: ids for child_id, ids in children.items() if child_id not in not_started}
-    logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(started), deployment, chunk_size)
+    logger.info("Started %d chunk flow runs of %s (at most %d runs each)", len(children), deployment, chunk_size)
     progress = AuditProgress(len(run_ids), logger)
 
     def take(records: list[RunInputRecord]) -> None:
         tally(ledger, records)
         progress.name_problems(records)
 
-    for child_id, ending in not_started.items():  # settled now, as failures: nothing of theirs can be stored
-        take([build_failure_record(run_id, RuntimeError(ending), base_url=base_url) for run_id in children[child_id]])
-        progress.advance(len(children[child_id]))
-    endings = _wait_for_flow_runs(started, names, logger, progress, timeout_s)
-    run_coro_as_sync(_gather_outcomes(started, endings, parameters.storage_block, base_url, take))
+    for chunk, ending in not_started:  # settled now, as failures: nothing of theirs can be stored
+        take([build_failure_record(run_id, RuntimeError(ending), base_url=base_url) for run_id in chunk])
+        progress.advance(len(chunk))
+    endings = _wait_for_flow_runs(children, names, logger, progress, timeout_s)
+    run_coro_as_sync(_gather_outcomes(children, endings, parameters.storage_block, base_url, take))
     progress.finish()
 
 
 def _start_chunks(
     chunks: list[list[str]], deployment: str, parameters: ChunkParameters, logger: Any
-) -> tuple[dict[UUID, list[str]], dict[UUID, str], dict[UUID, str]]:
-    """Start a flow run of ``deployment`` per chunk: each chunk's run ids by flow run id, the names of those
-    started, and how each chunk not started ended (under a stand-in id).
+) -> tuple[dict[UUID, list[str]], dict[UUID, str], list[tuple[list[str], str]]]:
+    """Start a flow run of ``deployment`` per chunk: the run ids and the name of each one started, by its flow run
+    id, and each chunk not started with how it ended.
 
     When a chunk cannot be started after others were, it and the chunks after it are not tried (the server
     likely refuses them all): their runs fail, naming why, and the chunks started are waited for and gathered
     as usual, so their records are not lost. When the first cannot be started, its error is raised."""
     children: dict[UUID, list[str]] = {}
     names: dict[UUID, str] = {}
-    not_started: dict[UUID, str] = {}
+    not_started: list[tuple[list[str], str]] = []
     for number, chunk in enumerate(chunks, start=1):
         name = f"audit-chunk-{number}-of-{len(chunks)}"
-        ending = f"chunk flow run {name} was not started, after an earlier chunk could not be" if not_started else None
-        if ending is None:
-            try:
-                child: FlowRun = run_deployment(  # type: ignore[assignment]
-                    deployment, parameters=parameters.for_chunk(chunk), flow_run_name=name, timeout=0
-                )
-            except Exception as error:
-                if not children:
-                    raise
-                reason = redact_text(f"{type(error).__name__}: {error}", ())[:300]
-                ending = f"chunk flow run {name} could not be started ({reason})"
-                logger.error(
-                    "Could not start chunk %s (%s): it and the %d after it are not started, their runs fail;"
-                    " the %d started go on",
-                    name,
-                    reason,
-                    len(chunks) - number,
-                    len(children),
-                )
-            else:
-                children[child.id], names[child.id] = chunk, child.name
-        if ending is not None:
-            stand_in = uuid4()
-            children[stand_in], not_started[stand_in] = chunk, ending
+        if not_started:
+            not_started.append((chunk, f"chunk flow run {name} was not started, after an earlier chunk could not be"))
+            continue
+        try:
+            child: FlowRun = run_deployment(  # type: ignore[assignment]
+                deployment, parameters=parameters.for_chunk(chunk), flow_run_name=name, timeout=0
+            )
+        except Exception as error:
+            if not children:
+                raise
+            reason = redact_text(f"{type(error).__name__}: {error}", ())[:300]
+            not_started.append((chunk, f"chunk flow run {name} could not be started ({reason})"))
+            logger.error(
+                "Could not start chunk %s (%s): it and the %d after it are not started, their runs fail;"
+                " the %d started go on",
+                name,
+                reason,
+                len(chunks) - number,
+                len(children),
+            )
+        else:
+            children[child.id], names[child.id] = chunk, child.name
     return children, names, not_started
 
 
